@@ -1,0 +1,79 @@
+"""The application factory: settings, the hub, the broker and the blueprints, wired once."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from quart import Quart, Response, current_app
+
+from .asgi import GoingAway
+from .broker import Broker
+from .config import Settings
+from .rooms import Hub
+
+EXTENSION = "quart_chat"
+
+# No inline script or style anywhere: user text can never become code.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+@dataclass
+class Chat:
+    """What the blueprints share: the settings, this instance's hub and its broker."""
+
+    settings: Settings
+    hub: Hub
+    broker: Broker
+
+
+def get_chat() -> Chat:
+    """The `Chat` of the application handling the current request."""
+    return current_app.extensions[EXTENSION]
+
+
+def redact(url: str) -> str:
+    """A Redis URL with its password hidden, fit for logs."""
+    return re.sub(r"(//[^:@/]*:)[^@/]*@", r"\1***@", url)
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    """Build a quart_chat application; ``settings`` default to the environment's."""
+    from .blueprints import api, pages, ws
+
+    settings = settings or Settings.from_env()
+    app = Quart(__name__)
+    hub = Hub()
+    broker = Broker(settings, hub)
+    app.extensions[EXTENSION] = Chat(settings, hub, broker)
+    for blueprint in (pages.bp, ws.bp, api.bp):
+        app.register_blueprint(blueprint)
+
+    @app.before_serving
+    async def start_broker() -> None:
+        logging.getLogger("quart_chat").info(
+            "instance %s using Redis at %s", settings.instance, redact(settings.redis_url)
+        )
+        await broker.start()
+
+    @app.after_serving
+    async def stop_broker() -> None:
+        await broker.stop()
+
+    @app.after_request
+    async def security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    app.asgi_app = GoingAway(app.asgi_app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,58 @@
+"""REST routes: rooms, paged history and health (PROTOCOL.md section 5)."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, jsonify, request
+
+from ..app import get_chat
+from ..broker import Unavailable
+from ..history import parse_page_args
+from ..protocol import ProtocolError, dumps, validate_room
+
+bp = Blueprint("api", __name__)
+
+
+def _error(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+@bp.errorhandler(ProtocolError)
+async def bad_request(err: ProtocolError) -> tuple[Response, int]:
+    """Refused input is a 400 carrying the same code the WebSocket would use."""
+    return _error(400, err.code, err.message)
+
+
+@bp.errorhandler(Unavailable)
+async def unavailable(_err: Unavailable) -> tuple[Response, int]:
+    """Redis is down: say so rather than pretend the answer is empty."""
+    return _error(503, "unavailable", "the message store is unreachable")
+
+
+@bp.get("/rooms")
+async def rooms() -> Response:
+    """Every room ever created, with its creation time in ms."""
+    return jsonify({"rooms": await get_chat().broker.rooms()})
+
+
+@bp.get("/rooms/<name>/history")
+async def history(name: str) -> Response | tuple[Response, int]:
+    """A page of a room's history, oldest first; page back with ``before``."""
+    room = validate_room(name)
+    limit, before = parse_page_args(request.args)
+    page = await get_chat().broker.history_page(room, limit, before)
+    if page is None:
+        return _error(404, "not_found", f"no room named {room!r}")
+    messages, has_more = page
+    # Stored messages are already JSON: splice them in rather than decode and re-encode.
+    body = f'{{"room":{dumps(room)},"messages":[{",".join(messages)}],"has_more":{dumps(has_more)}}}'
+    return Response(body, content_type="application/json")
+
+
+@bp.get("/healthz")
+async def healthz() -> tuple[Response, int]:
+    """200 while Redis answers and the subscriber is alive, else 503."""
+    chat = get_chat()
+    ok = await chat.broker.health()
+    body = {"status": "ok" if ok else "degraded", "instance": chat.settings.instance,
+            "redis": "ok" if ok else "down"}
+    return jsonify(body), 200 if ok else 503

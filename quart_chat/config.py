@@ -1,0 +1,80 @@
+"""Settings: read once from the environment into one typed, immutable object."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value we cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def parse_rate(raw: str) -> tuple[int, float]:
+    """Parse ``N/S`` (at most N messages in any S seconds) into ``(N, S)``."""
+    try:
+        count, _, seconds = raw.partition("/")
+        n, s = int(count), float(seconds)
+    except ValueError:
+        raise SettingsError(f"CHAT_RATE must look like N/S (e.g. 20/10), got {raw!r}") from None
+    if n < 1 or s <= 0:
+        raise SettingsError(f"CHAT_RATE needs N >= 1 and S > 0, got {raw!r}")
+    return n, s
+
+
+def parse_origins(raw: str) -> frozenset[str]:
+    """Parse the comma-separated ``CHAT_ALLOWED_ORIGINS`` list (``*`` allows all)."""
+    return frozenset(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of one instance; see PROTOCOL.md section 1 for the meaning of each."""
+
+    redis_url: str = "redis://localhost:6379/0"
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    history_maxlen: int = 1000
+    history_on_join: int = 50
+    max_text: int = 2000
+    max_frame: int = 16384
+    rate_count: int = 20
+    rate_seconds: float = 10.0
+    send_queue: int = 1000
+    allowed_origins: frozenset[str] = frozenset()
+    # How often this instance proves it is alive, and when others may call it dead.
+    heartbeat_seconds: float = 5.0
+    dead_after_seconds: float = 15.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build the settings from ``env`` (default ``os.environ``); every variable is optional."""
+        env = os.environ if env is None else env
+        rate_count, rate_seconds = parse_rate(env.get("CHAT_RATE", "").strip() or "20/10")
+        defaults = cls()
+        return cls(
+            redis_url=env.get("REDIS_URL", "").strip() or defaults.redis_url,
+            instance=env.get("CHAT_INSTANCE", "").strip() or defaults.instance,
+            history_maxlen=_int(env, "CHAT_HISTORY_MAXLEN", 1000),
+            history_on_join=_int(env, "CHAT_HISTORY_ON_JOIN", 50, minimum=0),
+            max_text=_int(env, "CHAT_MAX_TEXT", 2000),
+            max_frame=_int(env, "CHAT_MAX_FRAME", 16384),
+            rate_count=rate_count,
+            rate_seconds=rate_seconds,
+            send_queue=_int(env, "CHAT_SEND_QUEUE", 1000),
+            allowed_origins=parse_origins(env.get("CHAT_ALLOWED_ORIGINS", "")),
+        )

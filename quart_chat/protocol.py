@@ -1,0 +1,239 @@
+"""The wire protocol of PROTOCOL.md section 4, as plain functions: no sockets, no Redis.
+
+`parse_frame` turns one client frame into a command or raises `ProtocolError`; the
+``encode_*`` helpers build server frames. Everything here is pure and unit-tested.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Union
+
+import orjson
+
+ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+STREAM_ID_RE = re.compile(r"(\d{1,20})-(\d{1,20})")
+MAX_USER = 32
+MAX_CLIENT_ID = 64
+_U64 = 2**64 - 1
+
+StreamId = tuple[int, int]
+"""A Redis stream entry ID as a comparable ``(ms, seq)`` pair."""
+
+
+class ProtocolError(Exception):
+    """A frame the server refuses: becomes an ``error`` frame, never a closed socket."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def frame(self) -> str:
+        """The ``error`` frame that answers the refused frame."""
+        return encode_error(self.code, self.message, self.ref)
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+    user: str | None
+    since: StreamId | None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    room: str
+    text: str
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+Command = Union[Join, Leave, Message, Ping]
+
+
+# ---------------------------------------------------------------- stream ids
+def parse_stream_id(raw: str) -> StreamId | None:
+    """Parse ``"<ms>-<seq>"`` into a pair, or None when it is not a valid stream ID."""
+    m = STREAM_ID_RE.fullmatch(raw)
+    if not m:
+        return None
+    ms, seq = int(m.group(1)), int(m.group(2))
+    # (2**64-1, 2**64-1) has no successor, so Redis refuses it as an exclusive bound.
+    if ms > _U64 or seq > _U64 or (ms == _U64 and seq == _U64):
+        return None
+    return ms, seq
+
+
+def format_stream_id(sid: StreamId) -> str:
+    """The Redis text form of a stream ID pair."""
+    return f"{sid[0]}-{sid[1]}"
+
+
+# ---------------------------------------------------------------- validation
+def _has_control(s: str, allowed: str = "") -> bool:
+    return any(unicodedata.category(c) == "Cc" and c not in allowed for c in s)
+
+
+def validate_room(value: Any) -> str:
+    """Return the room name, or raise ``invalid_room`` / ``bad_request``."""
+    if not isinstance(value, str):
+        raise ProtocolError("bad_request", "room must be a string")
+    if not ROOM_RE.fullmatch(value):
+        raise ProtocolError("invalid_room", "room names are 1-64 characters of A-Z a-z 0-9 _ -")
+    return value
+
+
+def validate_user(value: Any) -> str:
+    """Return the trimmed user name, or raise ``invalid_user`` / ``bad_request``."""
+    if not isinstance(value, str):
+        raise ProtocolError("bad_request", "user must be a string")
+    name = value.strip()
+    if not 1 <= len(name) <= MAX_USER:
+        raise ProtocolError("invalid_user", f"user names are 1-{MAX_USER} characters")
+    if _has_control(name):
+        raise ProtocolError("invalid_user", "user names may not contain control characters")
+    return name
+
+
+def validate_text(value: Any, max_text: int) -> str:
+    """Return the trimmed text, or raise ``invalid_text`` / ``bad_request``."""
+    if not isinstance(value, str):
+        raise ProtocolError("bad_request", "text must be a string")
+    text = value.strip()
+    if not text:
+        raise ProtocolError("invalid_text", "text is empty")
+    if len(text) > max_text:
+        raise ProtocolError("invalid_text", f"text is longer than {max_text} characters")
+    if _has_control(text, "\n\t"):
+        raise ProtocolError("invalid_text", "text may not contain control characters other than newline and tab")
+    return text
+
+
+# ---------------------------------------------------------------- parsing
+def decode_json(raw: str | bytes) -> Any:
+    """Decode a frame's JSON, raising ``bad_json`` on anything that is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except (ValueError, RecursionError):
+        # orjson caps nesting itself; RecursionError is kept for safety against other decoders.
+        raise ProtocolError("bad_json", "frame is not valid JSON") from None
+
+
+def parse_frame(raw: str | bytes, max_text: int) -> Command:
+    """Parse and validate one client frame; raise `ProtocolError` for anything invalid."""
+    if isinstance(raw, bytes):
+        raise ProtocolError("bad_request", "binary frames are not accepted: send JSON as text")
+    obj = decode_json(raw)
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_request", "a frame must be a JSON object")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("bad_request", "a frame needs a string field 'type'")
+    try:
+        return _PARSERS[kind](obj, max_text)
+    except KeyError:
+        raise ProtocolError("unknown_type", f"unknown frame type {kind[:64]!r}", kind) from None
+    except ProtocolError as err:
+        if err.ref is None:
+            err.ref = _ref_of(obj, kind)
+        raise
+
+
+def _ref_of(obj: dict, kind: str) -> str:
+    cid = obj.get("client_id")
+    if kind == "message" and isinstance(cid, str) and len(cid) <= MAX_CLIENT_ID:
+        return cid
+    return kind
+
+
+def _required(obj: dict, name: str) -> Any:
+    if name not in obj:
+        raise ProtocolError("bad_request", f"missing field '{name}'")
+    return obj[name]
+
+
+def _parse_join(obj: dict, _max_text: int) -> Join:
+    room = validate_room(_required(obj, "room"))
+    user = obj.get("user")
+    user = None if user is None else validate_user(user)
+    since = obj.get("since")
+    if since is not None:
+        if not isinstance(since, str) or (parsed := parse_stream_id(since)) is None:
+            raise ProtocolError("bad_request", "since must be a stream id such as '1764085000000-0'")
+        since = parsed
+    return Join(room, user, since)
+
+
+def _parse_leave(obj: dict, _max_text: int) -> Leave:
+    return Leave(validate_room(_required(obj, "room")))
+
+
+def _parse_message(obj: dict, max_text: int) -> Message:
+    client_id = obj.get("client_id")
+    if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID):
+        raise ProtocolError("bad_request", f"client_id must be a string of at most {MAX_CLIENT_ID} characters")
+    room = validate_room(_required(obj, "room"))
+    text = validate_text(_required(obj, "text"), max_text)
+    return Message(room, text, client_id)
+
+
+def _parse_ping(_obj: dict, _max_text: int) -> Ping:
+    return Ping()
+
+
+_PARSERS = {"join": _parse_join, "leave": _parse_leave, "message": _parse_message, "ping": _parse_ping}
+
+
+# ---------------------------------------------------------------- encoding
+def dumps(obj: Any) -> str:
+    """Encode a JSON value to text (orjson: compact, UTF-8, no ASCII escaping)."""
+    return orjson.dumps(obj).decode()
+
+
+def encode_error(code: str, message: str, ref: str | None = None) -> str:
+    """An ``error`` frame; ``ref`` is left out when None."""
+    frame = {"type": "error", "code": code, "message": message}
+    if ref is not None:
+        frame["ref"] = ref
+    return dumps(frame)
+
+
+PONG = dumps({"type": "pong"})
+
+
+def encode_left(room: str) -> str:
+    """The ``left`` reply."""
+    return dumps({"type": "left", "room": room})
+
+
+def encode_joined(room: str, user: str, history_json: list[str], members: list[str], gap: bool) -> str:
+    """The ``joined`` reply; history items are message objects already encoded as JSON."""
+    head = dumps({"type": "joined", "room": room, "user": user, "members": members, "gap": gap})
+    return f'{head[:-1]},"history":[{",".join(history_json)}]}}'
+
+
+def message_json(sid: str, data: bytes | str) -> str:
+    """A stored message object (``data`` field, without ``id``) with its ``id`` put first."""
+    if isinstance(data, bytes):
+        data = data.decode()
+    return f'{{"id":"{sid}",{data[1:]}'
+
+
+def message_frame(payload: bytes | str) -> str:
+    """Turn a ``chat:messages`` payload (a JSON object) into the ``message`` frame clients get."""
+    if isinstance(payload, bytes):
+        payload = payload.decode()
+    return '{"type":"message",' + payload[1:]

@@ -1,0 +1,151 @@
+"""This instance's local view of the rooms: which connections are in which room, and fan-out.
+
+Everything here runs on the event loop without awaiting, so each method is atomic with
+respect to the others. That is what makes a join gap-free (PROTOCOL.md G2): a joining
+connection is registered *before* its history is read, buffers what the subscriber
+delivers meanwhile, and is switched to live delivery in one step.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+from .protocol import StreamId
+
+
+class Receiver(Protocol):
+    """What the hub needs of a connection."""
+
+    key: str
+
+    def deliver(self, frame: str) -> None:
+        """Queue one encoded frame for the client without waiting."""
+
+
+class Room:
+    """The local members of one room and where delivery stands for each of them."""
+
+    __slots__ = ("live", "catching", "pending", "last_id")
+
+    def __init__(self) -> None:
+        # Receivers that get every dispatched message.
+        self.live: dict[Receiver, None] = {}
+        # Joined, but history ran ahead of the subscriber: skip ids <= the threshold.
+        self.catching: dict[Receiver, StreamId] = {}
+        # Join in progress: buffer (id, frame) until the history is known.
+        self.pending: dict[Receiver, list[tuple[StreamId, str]]] = {}
+        # Highest id dispatched in this room since it got its first local member.
+        self.last_id: StreamId | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.live or self.catching or self.pending)
+
+
+class Hub:
+    """Local registry of rooms and connections; the subscriber feeds it, connections drain it."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, Room] = {}
+        self.receivers: dict[Receiver, None] = {}
+
+    # ------------------------------------------------------------ connections
+    def attach(self, receiver: Receiver) -> None:
+        """Register a connection so it gets room-wide events such as ``room_created``."""
+        self.receivers[receiver] = None
+
+    def detach(self, receiver: Receiver, rooms: Iterable[str]) -> None:
+        """Forget a connection and drop it from ``rooms``."""
+        self.receivers.pop(receiver, None)
+        for name in rooms:
+            self.remove(receiver, name)
+
+    def begin_join(self, receiver: Receiver, name: str) -> None:
+        """Start buffering ``name``'s live messages for ``receiver`` (before reading history)."""
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room()
+        if receiver in room.live or receiver in room.catching:
+            return  # already joined: live delivery simply goes on
+        room.pending[receiver] = []
+
+    def finish_join(self, receiver: Receiver, name: str, history_last: StreamId | None) -> None:
+        """Hand over from history (ending at ``history_last``) to live delivery, gap-free."""
+        room = self.rooms.get(name)
+        if room is None or receiver not in room.pending:
+            return
+        buffered = room.pending.pop(receiver)
+        last = history_last
+        for sid, frame in buffered:
+            if last is None or sid > last:
+                receiver.deliver(frame)
+                last = sid
+        if last is None or (room.last_id is not None and room.last_id >= last):
+            room.live[receiver] = None
+        else:
+            room.catching[receiver] = last
+
+    def remove(self, receiver: Receiver, name: str) -> None:
+        """Stop delivering ``name`` to ``receiver``; forget the room when nobody is left."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        room.live.pop(receiver, None)
+        room.catching.pop(receiver, None)
+        room.pending.pop(receiver, None)
+        if not room:
+            del self.rooms[name]
+
+    def members(self, name: str) -> list[Receiver]:
+        """Every local connection in ``name``, joined or joining."""
+        room = self.rooms.get(name)
+        if room is None:
+            return []
+        return [*room.live, *room.catching, *room.pending]
+
+    # ------------------------------------------------------------ fan-out
+    def dispatch(self, name: str, sid: StreamId, frame: str) -> None:
+        """Deliver one message frame to the room's local members, once each and in id order."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        if room.last_id is not None and sid <= room.last_id:
+            return  # already delivered (catch-up and live pub/sub may overlap)
+        room.last_id = sid
+        for receiver in room.live:
+            receiver.deliver(frame)
+        if room.catching:
+            for receiver, threshold in list(room.catching.items()):
+                if sid > threshold:
+                    del room.catching[receiver]
+                    room.live[receiver] = None
+                    receiver.deliver(frame)
+        for buffer in room.pending.values():
+            buffer.append((sid, frame))
+
+    def notify_room(self, name: str, frame: str, skip: str | None = None) -> None:
+        """Send a member event to the room's joined members, except the connection ``skip``."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        for receiver in (*room.live, *room.catching):
+            if receiver.key != skip:
+                receiver.deliver(frame)
+
+    def notify_all(self, frame: str) -> None:
+        """Send an event to every connection of this instance."""
+        for receiver in list(self.receivers):
+            receiver.deliver(frame)
+
+    def catchup_from(self, name: str) -> StreamId | None:
+        """Where a catch-up read of ``name`` must start so no local member misses anything."""
+        room = self.rooms.get(name)
+        if room is None:
+            return None
+        if room.last_id is not None:
+            starts = [room.last_id]
+        elif room.live:
+            starts = [(0, 0)]  # live since an empty history: everything stored since is new to them
+        else:
+            starts = []
+        starts.extend(room.catching.values())
+        return min(starts) if starts else None

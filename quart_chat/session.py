@@ -1,0 +1,143 @@
+"""One WebSocket connection's state and what it does with each frame.
+
+The session is socket-free: frames come in through `handle`, replies and deliveries go
+out through `deliver` into a bounded queue that the WebSocket view drains. That keeps the
+protocol logic testable and guarantees the fan-out never waits on a slow client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Callable
+
+from redis.exceptions import RedisError
+
+from .broker import Broker, Unavailable
+from .config import Settings
+from .protocol import (
+    PONG,
+    Join,
+    Leave,
+    Message,
+    Ping,
+    ProtocolError,
+    encode_error,
+    encode_joined,
+    encode_left,
+    parse_frame,
+)
+from .ratelimit import SlidingWindow
+from .rooms import Hub
+
+CLOSE_TOO_SLOW = 1013
+_ids = itertools.count(1)
+
+
+class Session:
+    """A connected client: its user name, its rooms, its outbound queue and its rate limit."""
+
+    __slots__ = ("key", "user", "rooms", "queue", "limiter", "close_code", "on_abort",
+                 "_settings", "_hub", "_broker", "__weakref__")
+
+    def __init__(self, settings: Settings, hub: Hub, broker: Broker,
+                 on_abort: Callable[[int], None] | None = None) -> None:
+        self.key = f"{broker.node}|{next(_ids)}"
+        self.user: str | None = None
+        self.rooms: set[str] = set()
+        self.queue: asyncio.Queue[str] = asyncio.Queue(settings.send_queue)
+        self.limiter = SlidingWindow(settings.rate_count, settings.rate_seconds)
+        self.close_code: int | None = None
+        self.on_abort = on_abort
+        self._settings = settings
+        self._hub = hub
+        self._broker = broker
+
+    # ------------------------------------------------------------ outbound
+    def deliver(self, frame: str) -> None:
+        """Queue a frame for the client; a full queue means a client too slow to keep."""
+        if self.close_code is not None:
+            return
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.abort(CLOSE_TOO_SLOW)
+
+    def abort(self, code: int) -> None:
+        """Mark the connection for closing with ``code``; the view does the closing."""
+        if self.close_code is None:
+            self.close_code = code
+            if self.on_abort is not None:
+                self.on_abort(code)
+
+    # ------------------------------------------------------------ inbound
+    async def handle(self, raw: str | bytes | None) -> None:
+        """Act on one client frame; every failure becomes an ``error`` frame, never an exception."""
+        command = None
+        try:
+            command = parse_frame(b"" if raw is None else raw, self._settings.max_text)
+            if isinstance(command, Message):
+                await self._message(command)
+            elif isinstance(command, Join):
+                await self._join(command)
+            elif isinstance(command, Leave):
+                await self._leave(command)
+            elif isinstance(command, Ping):
+                self.deliver(PONG)
+        except ProtocolError as err:
+            self.deliver(err.frame())
+        except (Unavailable, RedisError):
+            self.deliver(encode_error("unavailable", "the message store is unreachable; nothing was sent",
+                                      _ref(command)))
+
+    async def _message(self, cmd: Message) -> None:
+        ref = cmd.client_id if cmd.client_id is not None else "message"
+        if cmd.room not in self.rooms:
+            raise ProtocolError("not_joined", f"join room {cmd.room!r} before sending to it", ref)
+        if not self.limiter.allow():
+            s = self._settings
+            raise ProtocolError("rate_limited", f"at most {s.rate_count} messages in {s.rate_seconds:g} s", ref)
+        await self._broker.append(cmd.room, self.user, cmd.text, cmd.client_id)
+
+    async def _join(self, cmd: Join) -> None:
+        user = cmd.user
+        if self.user is None:
+            if user is None:
+                raise ProtocolError("bad_request", "the first join needs a 'user'", "join")
+        elif user is not None and user != self.user:
+            raise ProtocolError("invalid_user", f"this connection is already {self.user!r}", "join")
+        user = self.user or user
+        rejoin = cmd.room in self.rooms
+        self._hub.begin_join(self, cmd.room)
+        try:
+            result, _created = await self._broker.join(cmd.room, user, self.key, cmd.since)
+        except BaseException:
+            if not rejoin:
+                self._hub.remove(self, cmd.room)
+            raise
+        self.user = user
+        self.rooms.add(cmd.room)
+        self.deliver(encode_joined(cmd.room, user, result.history, result.members, result.gap))
+        self._hub.finish_join(self, cmd.room, result.last)
+
+    async def _leave(self, cmd: Leave) -> None:
+        if cmd.room not in self.rooms:
+            raise ProtocolError("not_joined", f"not in room {cmd.room!r}", "leave")
+        await self._broker.leave(cmd.room, self.user, self.key)
+        self.rooms.discard(cmd.room)
+        self._hub.remove(self, cmd.room)
+        self.deliver(encode_left(cmd.room))
+
+    def close(self) -> None:
+        """Detach from the hub and leave every room in the background."""
+        rooms = list(self.rooms)
+        self._hub.detach(self, rooms)
+        self.rooms.clear()
+        if rooms and self.user is not None:
+            self._broker.spawn_cleanup(self._broker.leave_all(rooms, self.user, self.key))
+
+
+def _ref(command: object) -> str | None:
+    if isinstance(command, Message):
+        return command.client_id if command.client_id is not None else "message"
+    return {Join: "join", Leave: "leave", Ping: "ping"}.get(type(command))
