@@ -349,7 +349,9 @@
     if (state.active === room.name) {
       const next = room.entries[idx + 1];
       const nextEl = next && next.el && next.el.parentNode === ui.messages ? next.el : null;
-      ui.messages.insertBefore(entryEl(entry), nextEl);
+      const node = entryEl(entry);
+      if (opts.live) node.classList.add('enter');
+      ui.messages.insertBefore(node, nextEl);
     }
     if (opts.countUnread && state.active !== room.name && !isMine(msg)) {
       room.unread += 1;
@@ -364,7 +366,9 @@
     room.entries.push(entry);
     if (state.active === room.name) {
       const stick = atBottom();
-      ui.messages.append(entryEl(entry));
+      const node = entryEl(entry);
+      node.classList.add('enter');
+      ui.messages.append(node);
       if (stick) scrollToBottom();
     }
   }
@@ -457,7 +461,9 @@
     for (const r of state.rooms.values()) updateRoomEntry(r);
     ui.roomTitle.textContent = room ? '#' + room.name : 'quart_chat';
     ui.leave.hidden = !room;
-    ui.messages.replaceChildren(...(room ? room.entries.map(entryEl) : []));
+    const nodes = room ? room.entries.map(entryEl) : [];
+    for (const n of nodes) n.classList.remove('enter');
+    ui.messages.replaceChildren(...nodes);
     renderPending();
     renderMembers();
     updateEmptyState();
@@ -496,8 +502,8 @@
     const enabled = !!room;
     ui.message.disabled = !enabled;
     ui.send.disabled = !enabled;
-    ui.message.placeholder = room ? 'Message #' + room.name + ' (Enter to send, Shift+Enter for a new line)'
-      : 'Join a room to start chatting';
+    ui.message.placeholder = room ? 'Message #' + room.name : 'Join a room to start chatting';
+    ui.message.title = room ? 'Enter sends, Shift+Enter starts a new line' : '';
   }
 
   function updateLoadOlder() {

