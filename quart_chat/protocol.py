@@ -14,7 +14,7 @@ from typing import Any, Union
 import orjson
 
 ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-STREAM_ID_RE = re.compile(r"(\d{1,20})-(\d{1,20})")
+STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 MAX_USER = 32
 MAX_CLIENT_ID = 64
 _U64 = 2**64 - 1

@@ -1,0 +1,191 @@
+"""Unit tests of the pure parts: frames, validation, ids, paging, gaps, rate limit, settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from quart_chat.config import Settings, SettingsError, parse_rate
+from quart_chat.history import has_gap, parse_page_args
+from quart_chat.protocol import (
+    Join,
+    Leave,
+    Message,
+    Ping,
+    ProtocolError,
+    encode_joined,
+    message_frame,
+    message_json,
+    parse_frame,
+    parse_stream_id,
+)
+from quart_chat.ratelimit import SlidingWindow
+from quart_chat.blueprints.ws import _frame_too_big, origin_allowed
+
+
+def parse(obj) -> object:
+    return parse_frame(obj if isinstance(obj, (str, bytes)) else json.dumps(obj), max_text=20)
+
+
+def refused(obj) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        parse(obj)
+    return info.value
+
+
+def test_valid_frames():
+    assert parse({"type": "join", "room": "general", "user": "  Alice "}) == Join("general", "Alice", None)
+    assert parse({"type": "join", "room": "a-B_9", "since": "5-1"}) == Join("a-B_9", None, (5, 1))
+    assert parse({"type": "leave", "room": "dev"}) == Leave("dev")
+    assert parse({"type": "message", "room": "dev", "text": " hi\n\tthere ", "client_id": "c"}) == \
+        Message("dev", "hi\n\tthere", "c")
+    assert parse({"type": "ping", "extra": [1, 2]}) == Ping()
+
+
+@pytest.mark.parametrize("raw, code, ref", [
+    ("nope", "bad_json", None),
+    ("{", "bad_json", None),
+    ("[" * 5000 + "]" * 5000, "bad_json", None),
+    ("[1, 2]", "bad_request", None),
+    ('"join"', "bad_request", None),
+    ({"room": "x"}, "bad_request", None),
+    ({"type": 3}, "bad_request", None),
+    ({"type": "shout"}, "unknown_type", "shout"),
+    ({"type": "join", "user": "A"}, "bad_request", "join"),
+    ({"type": "join", "room": 5, "user": "A"}, "bad_request", "join"),
+    ({"type": "join", "room": "bad room", "user": "A"}, "invalid_room", "join"),
+    ({"type": "join", "room": "x" * 65, "user": "A"}, "invalid_room", "join"),
+    ({"type": "join", "room": "", "user": "A"}, "invalid_room", "join"),
+    ({"type": "join", "room": "café", "user": "A"}, "invalid_room", "join"),
+    ({"type": "join", "room": "r", "user": "   "}, "invalid_user", "join"),
+    ({"type": "join", "room": "r", "user": "x" * 33}, "invalid_user", "join"),
+    ({"type": "join", "room": "r", "user": "a\x00b"}, "invalid_user", "join"),
+    ({"type": "join", "room": "r", "user": 7}, "bad_request", "join"),
+    ({"type": "join", "room": "r", "user": "A", "since": "yesterday"}, "bad_request", "join"),
+    ({"type": "join", "room": "r", "user": "A", "since": 12}, "bad_request", "join"),
+    ({"type": "message", "room": "r", "text": "   ", "client_id": "c1"}, "invalid_text", "c1"),
+    ({"type": "message", "room": "r", "text": "x" * 21}, "invalid_text", "message"),
+    ({"type": "message", "room": "r", "text": "bell\x07"}, "invalid_text", "message"),
+    ({"type": "message", "room": "r", "text": "c\rr"}, "invalid_text", "message"),
+    ({"type": "message", "room": "r", "text": 5}, "bad_request", "message"),
+    ({"type": "message", "room": "r"}, "bad_request", "message"),
+    ({"type": "message", "room": "r", "text": "hi", "client_id": "x" * 65}, "bad_request", "message"),
+    ({"type": "message", "room": "r", "text": "hi", "client_id": 4}, "bad_request", "message"),
+    ({"type": "leave"}, "bad_request", "leave"),
+])
+def test_refused_frames(raw, code, ref):
+    err = refused(raw)
+    assert (err.code, err.ref) == (code, ref)
+    frame = json.loads(err.frame())
+    assert frame["type"] == "error" and frame["code"] == code and frame["message"]
+    assert frame.get("ref") == ref
+
+
+def test_binary_frames_are_refused():
+    assert refused(b'{"type": "ping"}').code == "bad_request"
+
+
+def test_limits_count_code_points_after_trim():
+    assert parse({"type": "message", "room": "r", "text": "  " + "é" * 20 + "  "}).text == "é" * 20
+    assert parse({"type": "join", "room": "r", "user": "😀" * 32}).user == "😀" * 32
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("0-0", (0, 0)), ("1764085000000-3", (1764085000000, 3)), ("18446744073709551615-0", (2**64 - 1, 0)),
+    ("1-", None), ("-1", None), ("1-2-3", None), (" 1-2", None), ("18446744073709551616-0", None),
+    ("18446744073709551615-18446744073709551615", None), ("١-٢", None),
+])
+def test_stream_ids(raw, expected):
+    assert parse_stream_id(raw) == expected
+
+
+def test_ids_compare_as_pairs_not_strings():
+    assert parse_stream_id("9-0") < parse_stream_id("10-0")
+    assert parse_stream_id("10-2") < parse_stream_id("10-10")
+
+
+def test_message_encoding_splices_once():
+    data = '{"room":"r","user":"A","text":"<b>hi</b>","ts":1}'
+    obj = json.loads(message_json("5-0", data))
+    assert obj == {"id": "5-0", "room": "r", "user": "A", "text": "<b>hi</b>", "ts": 1}
+    frame = json.loads(message_frame(message_json("5-0", data)))
+    assert frame["type"] == "message" and frame["id"] == "5-0"
+    joined = json.loads(encode_joined("r", "A", [message_json("5-0", data)], ["A"], False))
+    assert joined == {"type": "joined", "room": "r", "user": "A", "members": ["A"], "gap": False,
+                      "history": [obj]}
+    assert json.loads(encode_joined("r", "A", [], [], True))["history"] == []
+
+
+def test_gap_rule():
+    assert has_gap((0, 0), (5, 0), trimmed=False) is False
+    assert has_gap((0, 0), (5, 0), trimmed=True) is True
+    assert has_gap((6, 0), (5, 0), trimmed=True) is False
+    assert has_gap((5, 0), (5, 0), trimmed=True) is False
+
+
+@pytest.mark.parametrize("args, expected", [
+    ({}, (50, None)), ({"limit": "1"}, (1, None)), ({"limit": "500", "before": "7-1"}, (500, (7, 1))),
+])
+def test_page_args(args, expected):
+    assert parse_page_args(args) == expected
+
+
+@pytest.mark.parametrize("args", [{"limit": "0"}, {"limit": "501"}, {"limit": "-1"}, {"limit": "2.5"},
+                                  {"limit": "٣"}, {"before": "x"}, {"before": ""}])
+def test_page_args_refused(args):
+    with pytest.raises(ProtocolError) as info:
+        parse_page_args(args)
+    assert info.value.code == "bad_request"
+
+
+def test_sliding_window_is_exact():
+    now = [0.0]
+    w = SlidingWindow(3, 10, clock=lambda: now[0])
+    accepted = []
+    for t in (0, 1, 2, 3, 9.9):
+        now[0] = t
+        accepted.append(w.allow())
+    assert accepted == [True, True, True, False, False]  # refused attempts are not counted...
+    now[0] = 10.0
+    assert w.allow() is True  # ...and the window slides from the oldest accepted event (t=0)
+    assert w.allow() is False  # t=1 and t=2 are still inside
+
+
+def test_settings_defaults_and_env():
+    s = Settings.from_env({})
+    assert (s.redis_url, s.history_maxlen, s.history_on_join, s.max_text, s.max_frame) == \
+        ("redis://localhost:6379/0", 1000, 50, 2000, 16384)
+    assert (s.rate_count, s.rate_seconds, s.send_queue, s.allowed_origins) == (20, 10.0, 1000, frozenset())
+    assert ":" in s.instance
+    s = Settings.from_env({"CHAT_RATE": "5/2", "CHAT_INSTANCE": "x", "CHAT_ALLOWED_ORIGINS": "https://a.example/, *"})
+    assert (s.rate_count, s.rate_seconds, s.instance) == (5, 2.0, "x")
+    assert s.allowed_origins == frozenset({"https://a.example", "*"})
+    for bad in ("5", "x/2", "0/1", "1/0"):
+        with pytest.raises(SettingsError):
+            parse_rate(bad)
+    with pytest.raises(SettingsError):
+        Settings.from_env({"CHAT_MAX_TEXT": "lots"})
+
+
+@pytest.mark.parametrize("origin, host, allowed, ok", [
+    (None, "h:3000", frozenset(), True),
+    ("http://h:3000", "h:3000", frozenset(), True),
+    ("http://H:3000/", "h:3000", frozenset(), True),
+    ("http://h:3001", "h:3000", frozenset(), False),
+    ("http://evil.example", "h:3000", frozenset(), False),
+    ("https://h", "h:443", frozenset(), True),
+    ("null", "h:3000", frozenset(), False),
+    ("http://evil.example", "h:3000", frozenset({"http://evil.example"}), True),
+    ("http://evil.example", "h:3000", frozenset({"*"}), True),
+    ("http://h:99999", "h:3000", frozenset(), False),
+])
+def test_origin_rule(origin, host, allowed, ok):
+    assert origin_allowed(origin, host, allowed) is ok
+
+
+def test_frame_size_is_utf8_bytes():
+    assert not _frame_too_big("a" * 100, 100)
+    assert _frame_too_big("a" * 101, 100)
+    assert _frame_too_big("é" * 51, 100)  # 102 bytes
+    assert not _frame_too_big("é" * 50, 100)

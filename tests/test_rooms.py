@@ -1,0 +1,81 @@
+"""Unit tests of the hub: gap-free hand-over from history to live delivery, and fan-out."""
+
+from __future__ import annotations
+
+from quart_chat.rooms import Hub
+
+
+class Sink:
+    def __init__(self, key: str = "k") -> None:
+        self.key = key
+        self.got: list[str] = []
+
+    def deliver(self, frame: str) -> None:
+        self.got.append(frame)
+
+
+def test_buffered_messages_after_history_are_delivered_once():
+    hub, a = Hub(), Sink()
+    hub.begin_join(a, "r")
+    hub.dispatch("r", (1, 0), "m1")  # already in the history read below
+    hub.dispatch("r", (2, 0), "m2")  # arrived after the history read
+    hub.finish_join(a, "r", history_last=(1, 0))
+    hub.dispatch("r", (3, 0), "m3")
+    assert a.got == ["m2", "m3"]
+
+
+def test_history_ahead_of_subscriber_skips_until_caught_up():
+    hub, old, new = Hub(), Sink("old"), Sink("new")
+    hub.begin_join(old, "r")
+    hub.finish_join(old, "r", None)
+    hub.dispatch("r", (1, 0), "m1")
+    hub.begin_join(new, "r")
+    hub.finish_join(new, "r", history_last=(3, 0))  # history already holds 2 and 3
+    for n in (2, 3, 4):
+        hub.dispatch("r", (n, 0), f"m{n}")
+    assert old.got == ["m1", "m2", "m3", "m4"]
+    assert new.got == ["m4"]
+
+
+def test_duplicates_and_stale_ids_are_dropped():
+    hub, a = Hub(), Sink()
+    hub.begin_join(a, "r")
+    hub.finish_join(a, "r", None)
+    hub.dispatch("r", (2, 0), "m2")
+    hub.dispatch("r", (2, 0), "m2")
+    hub.dispatch("r", (1, 5), "old")
+    assert a.got == ["m2"]
+
+
+def test_isolation_and_notifications():
+    hub, a, b = Hub(), Sink("a"), Sink("b")
+    for s, room in ((a, "x"), (b, "y")):
+        hub.attach(s)
+        hub.begin_join(s, room)
+        hub.finish_join(s, room, None)
+    hub.dispatch("x", (1, 0), "mx")
+    hub.notify_room("x", "joined-x", skip="a")
+    hub.notify_all("created")
+    assert a.got == ["mx", "created"] and b.got == ["created"]
+
+
+def test_detach_forgets_empty_rooms():
+    hub, a = Hub(), Sink()
+    hub.attach(a)
+    hub.begin_join(a, "r")
+    hub.finish_join(a, "r", None)
+    hub.detach(a, ["r"])
+    assert hub.rooms == {} and hub.receivers == {}
+
+
+def test_catch_up_start():
+    hub, a, b = Hub(), Sink("a"), Sink("b")
+    hub.begin_join(a, "r")
+    assert hub.catchup_from("r") is None  # only a join in progress: its history read covers it
+    hub.finish_join(a, "r", None)
+    assert hub.catchup_from("r") == (0, 0)  # live since an empty room
+    hub.dispatch("r", (5, 0), "m5")
+    hub.begin_join(b, "r")
+    hub.finish_join(b, "r", (7, 0))
+    assert hub.catchup_from("r") == (5, 0)
+    assert hub.catchup_from("nope") is None
