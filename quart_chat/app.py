@@ -46,6 +46,16 @@ def redact(url: str) -> str:
     return re.sub(r"(//[^:@/]*:)[^@/]*@", r"\1***@", url)
 
 
+def _configure_logging() -> None:
+    # Hypercorn configures only its own loggers; give ours a handler unless the host app did.
+    logger = logging.getLogger("quart_chat")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def create_app(settings: Settings | None = None) -> Quart:
     """Build a quart_chat application; ``settings`` default to the environment's."""
     from .blueprints import api, pages, ws
@@ -60,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     @app.before_serving
     async def start_broker() -> None:
+        _configure_logging()
         logging.getLogger("quart_chat").info(
             "instance %s using Redis at %s", settings.instance, redact(settings.redis_url)
         )
