@@ -48,13 +48,32 @@ PING_EVERY = 2.0
 SILENT_AFTER = 6.0
 
 # Append and publish in one atomic step; remember when the cap first trims the stream.
+# A script that only runs after its deadline (Redis was frozen, the sender already told
+# `unavailable`) does nothing, so `unavailable` always means "neither stored nor sent".
 APPEND_LUA = """
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[4]) then return false end
 local before = redis.call('XLEN', KEYS[1])
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
 if redis.call('XLEN', KEYS[1]) <= before then redis.call('SET', KEYS[2], '1') end
 redis.call('PUBLISH', KEYS[3], '{"id":"' .. id .. '","origin":' .. ARGV[3] .. ',' .. string.sub(ARGV[2], 2))
 return id
 """
+
+# Remove one member; announce `user_left` only when that name has no other connection in
+# the room, and only once (HDEL's count tells which caller removed it).
+LEAVE_LUA = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+for _, name in ipairs(redis.call('HVALS', KEYS[1])) do
+  if name == ARGV[2] then return 1 end
+end
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 2
+"""
+
+# How long a send may wait for Redis; the script refuses to run later than APPEND_BUDGET.
+APPEND_BUDGET = 2.0
+APPEND_TIMEOUT = 3.0
 
 # Errors that mean "Redis cannot be reached", as opposed to a bug or a bad command.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
@@ -115,6 +134,9 @@ class Broker:
         self._origin = dumps(settings.instance)
         self.redis = self._client(socket_timeout=5.0)
         self._append = self.redis.register_script(APPEND_LUA)
+        self._leave = self.redis.register_script(LEAVE_LUA)
+        # Redis clock minus ours, in ms, measured by the heartbeat (deadlines are Redis time).
+        self.clock_offset = 0
         self._tasks: list[asyncio.Task] = []
         self._cleanups: set[asyncio.Task] = set()
         self.subscribed = False
@@ -165,13 +187,16 @@ class Broker:
         data: dict[str, Any] = {"room": room, "user": user, "text": text, "ts": now_ms()}
         if client_id is not None:
             data["client_id"] = client_id
+        deadline = data["ts"] + self.clock_offset + int(APPEND_BUDGET * 1000)
         try:
-            await self._append(
+            sid = await asyncio.wait_for(self._append(
                 keys=[history_key(room), trimmed_key(room), MESSAGES],
-                args=[self.settings.history_maxlen, dumps(data), self._origin],
-            )
+                args=[self.settings.history_maxlen, dumps(data), self._origin, deadline],
+            ), APPEND_TIMEOUT)
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
+        if sid is None:
+            raise Unavailable("Redis answered after the send deadline; the message was not stored")
 
     # ------------------------------------------------------------ rooms and members
     async def join(self, room: str, user: str, key: str, since: StreamId | None) -> tuple[JoinResult, bool]:
@@ -180,6 +205,7 @@ class Broker:
         hkey = history_key(room)
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(ROOMS, {room: now}, nx=True)
+        pipe.hgetall(members_key(room))
         pipe.hset(members_key(room), key, user)
         pipe.sadd(node_rooms_key(self.node), room)
         if since is None:
@@ -188,27 +214,25 @@ class Broker:
             pipe.xrange(hkey, "(" + format_stream_id(since), "+")
             pipe.xrange(hkey, "-", "+", count=1)
             pipe.exists(trimmed_key(room))
-        pipe.hgetall(members_key(room))
         pipe.zrangebyscore(INSTANCES, now - int(self.settings.dead_after_seconds * 1000), "+inf")
-        pipe.publish(NOTIFICATIONS, self._event("user_joined", room, now, user=user, session=key))
         try:
             results = await pipe.execute()
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
-        created = results[0] == 1
+        created, before, alive = results[0] == 1, results[1], results[-1]
         if since is None:
-            entries = results[3][::-1] if self.settings.history_on_join else []
+            entries = results[4][::-1] if self.settings.history_on_join else []
             gap = False
-            members_raw, alive = results[4], results[5]
         else:
-            entries, oldest, trimmed = results[3], results[4], results[5]
+            entries, oldest, trimmed = results[4], results[5], results[6]
             oldest_id = parse_stream_id(oldest[0][0]) if oldest else None
             gap = has_gap(since, oldest_id, bool(trimmed))
-            members_raw, alive = results[6], results[7]
-        if created:
-            await self._publish_quietly(self._event("room_created", room, now))
+        events = [self._event("room_created", room, now)] if created else []
+        if user not in before.values():  # a second tab of the same name is no news
+            events.append(self._event("user_joined", room, now, user=user, session=key))
+        await self._publish_quietly(*events)
         last = parse_stream_id(entries[-1][0]) if entries else None
-        members = self._live_members(members_raw, alive)
+        members = self._live_members({**before, key: user}, alive)
         return JoinResult(_entries_json(entries), last, members, gap), created
 
     def _live_members(self, members_raw: dict[str, str], alive: list[str]) -> list[str]:
@@ -218,11 +242,8 @@ class Broker:
 
     async def leave(self, room: str, user: str, key: str) -> None:
         """Remove a member from a room and tell the others."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hdel(members_key(room), key)
-        pipe.publish(NOTIFICATIONS, self._event("user_left", room, now_ms(), user=user, session=key))
         try:
-            await pipe.execute()
+            await self._remove_member(room, key, user)
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
 
@@ -238,9 +259,18 @@ class Broker:
     def _event(self, kind: str, room: str, ts: int, **extra: str) -> str:
         return dumps({"type": kind, "room": room, **extra, "ts": ts, "origin": self.settings.instance})
 
-    async def _publish_quietly(self, payload: str) -> None:
+    async def _remove_member(self, room: str, field: str, user: str) -> None:
+        payload = self._event("user_left", room, now_ms(), user=user, session=field)
+        await self._leave(keys=[members_key(room), NOTIFICATIONS], args=[field, user, payload])
+
+    async def _publish_quietly(self, *payloads: str) -> None:
+        if not payloads:
+            return
         try:
-            await self.redis.publish(NOTIFICATIONS, payload)
+            pipe = self.redis.pipeline(transaction=False)
+            for payload in payloads:
+                pipe.publish(NOTIFICATIONS, payload)
+            await pipe.execute()
         except UNREACHABLE:
             log.warning("could not publish a room notification: Redis unreachable")
 
@@ -373,7 +403,11 @@ class Broker:
     async def _heartbeat_forever(self) -> None:
         while True:
             try:
-                await self.redis.zadd(INSTANCES, {self.node: now_ms()})
+                before = now_ms()
+                seconds, micros = await self.redis.time()
+                after = now_ms()
+                self.clock_offset = seconds * 1000 + micros // 1000 - (before + after) // 2
+                await self.redis.zadd(INSTANCES, {self.node: after})
                 await self._sweep_dead_nodes()
             except (*UNREACHABLE, RedisError) as err:
                 log.debug("heartbeat failed: %s", err)
@@ -391,10 +425,7 @@ class Broker:
         for room in await self.redis.smembers(node_rooms_key(node)):
             members = await self.redis.hgetall(members_key(room))
             for field, user in members.items():
-                # HDEL's count makes exactly one sweeping instance announce each departure.
-                if field.startswith(prefix) and await self.redis.hdel(members_key(room), field):
-                    await self.redis.publish(
-                        NOTIFICATIONS, self._event("user_left", room, now_ms(), user=user, session=field)
-                    )
+                if field.startswith(prefix):
+                    await self._remove_member(room, field, user)
         await self.redis.delete(node_rooms_key(node))
         await self.redis.zrem(INSTANCES, node)

@@ -81,6 +81,7 @@
     active: null,             // active room name
     joinQueue: [],            // room names whose join awaits a reply on the current socket (in order)
     pending: new Map(),       // client_id -> {cid, room, text, state: queued|sent|failed, epoch, reason}
+    restored: new Map(),      // client_id -> text put back in the message box after an error
     cidPrefix: 'c-' + Math.random().toString(36).slice(2, 8) + '-',
     cidCounter: 0,
     roomsLoaded: false,
@@ -230,7 +231,7 @@
     if (state.rooms.size > 0) ui.roomsEmpty.hidden = true;
     else {
       ui.roomsEmpty.hidden = false;
-      ui.roomsEmpty.textContent = state.roomsLoaded ? 'No rooms yet — create one above.' : 'Loading rooms…';
+      ui.roomsEmpty.textContent = state.roomsLoaded ? 'No rooms yet — name one and press Join.' : 'Loading rooms…';
     }
   }
 
@@ -300,7 +301,10 @@
   }
 
   function entryEl(entry) {
-    if (!entry.el) entry.el = entry.kind === 'message' ? renderMessage(entry) : renderNotice(entry);
+    if (!entry.el) {
+      entry.el = entry.kind === 'message' ? renderMessage(entry) : renderNotice(entry);
+      if (entry.cont) entry.el.classList.add('cont');
+    }
     return entry.el;
   }
 
@@ -350,15 +354,30 @@
       const next = room.entries[idx + 1];
       const nextEl = next && next.el && next.el.parentNode === ui.messages ? next.el : null;
       const node = entryEl(entry);
-      if (opts.live) node.classList.add('enter');
+      if (opts.animate) node.classList.add('enter');
       ui.messages.insertBefore(node, nextEl);
     }
+    updateGrouping(room, idx);
+    updateGrouping(room, idx + 1);
     if (opts.countUnread && state.active !== room.name && !isMine(msg)) {
       room.unread += 1;
       updateRoomEntry(room);
       updateTitle();
     }
     return true;
+  }
+
+  // Consecutive messages of one sender within a few minutes form a group: the repeated avatar
+  // and name are hidden visually (the .user element stays, with the name, for every message).
+  const GROUP_MS = 5 * 60 * 1000;
+
+  function updateGrouping(room, i) {
+    const e = room.entries[i];
+    if (!e || e.kind !== 'message') return;
+    const prev = room.entries[i - 1];
+    e.cont = !!prev && prev.kind === 'message' && prev.msg.user === e.msg.user &&
+      Math.abs(Number(e.msg.ts) - Number(prev.msg.ts)) < GROUP_MS;
+    if (e.el) e.el.classList.toggle('cont', e.cont);
   }
 
   function addNotice(room, text, cls, ts) {
@@ -640,6 +659,8 @@
     if (room && room.name === p.room && ui.message.value.trim() === '' && !ui.message.disabled) {
       // Put the text back where the user typed it.
       state.pending.delete(p.cid);
+      state.restored.set(p.cid, p.text);
+      if (state.restored.size > 50) state.restored.delete(state.restored.keys().next().value);
       ui.message.value = p.text;
       autoGrow();
       ui.message.focus();
@@ -670,6 +691,16 @@
   function resolvePending(msg) {
     if (!msg || !msg.client_id) return;
     if (state.pending.delete(msg.client_id) && state.active === msg.room) renderPending();
+    // Reported as failed, yet stored after all (e.g. a slow Redis): do not let it be sent twice.
+    const text = state.restored.get(msg.client_id);
+    if (text !== undefined) {
+      state.restored.delete(msg.client_id);
+      if (ui.message.value === text) {
+        ui.message.value = '';
+        autoGrow();
+      }
+      toast('A message reported as not sent was delivered after all', '', { code: 'late_delivery' });
+    }
   }
 
   // ---------------------------------------------------------------- sending
@@ -873,7 +904,7 @@
     const room = state.rooms.get(f.room);
     if (!room || !room.wanted) return;
     resolvePending(f);
-    addMessages(room, [f], { live: true, countUnread: true });
+    addMessages(room, [f], { live: true, countUnread: true, animate: true });
     if (state.active === room.name) updateEmptyState();
   }
 
@@ -927,7 +958,7 @@
     toast(title, serverMsg, { code });
   }
 
-  function joinDetail(a, b) { return a ? a + ' — ' + b : b; }
+  function joinDetail(a, b) { return a ? a.replace(/[.!\s]*$/u, '') + '. ' + b : b; }
 
   // ---------------------------------------------------------------- connection
   function setStatus(conn, note) {
