@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import signal
 from typing import Any, Awaitable, Callable
 
 CLOSE_GOING_AWAY = 1001
@@ -43,3 +46,30 @@ class GoingAway:
                 except Exception:  # the transport may already be gone; nothing more to do
                     pass
             raise
+
+
+def pass_sigterm_to_supervisor() -> bool:
+    """In a Hypercorn worker process, make SIGTERM mean "shut down gracefully".
+
+    Hypercorn's worker is a multiprocessing child that leaves SIGTERM at its default, so a
+    SIGTERM sent to the whole process group (``kill -- -PGID``, systemd's default
+    ``KillMode=control-group``) killed it at once: no graceful timeout, no close 1001, its
+    members left for the janitor. Its parent stops the workers gracefully on SIGTERM, so
+    hand the signal on to the parent. Returns whether a handler was installed: nothing is
+    done in a single-process server, or when something else already handles SIGTERM.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    loop = asyncio.get_running_loop()
+    supervisor = parent.pid
+
+    def on_sigterm() -> None:
+        if os.getppid() == supervisor:
+            os.kill(supervisor, signal.SIGTERM)  # it sets the workers' shutdown event
+        else:  # orphaned: nobody will stop us gracefully, so behave as before
+            loop.remove_signal_handler(signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    return True

@@ -1,0 +1,332 @@
+"""Faults caused for real: Redis goes away, an instance is SIGKILLed or SIGTERMed, a client
+stops reading. Every test runs its own private cluster so the shared one is never disturbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import redis
+from websockets.exceptions import ConnectionClosed
+
+from client import ChatClient, id_key
+
+pytestmark = pytest.mark.timeout(90)
+
+
+# ---------------------------------------------------------------- helpers
+def http_get(url: str) -> tuple[int | None, dict | None]:
+    """Status and JSON body of a GET, or (None, None) when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+    except OSError:
+        return None, None
+
+
+async def wait_for_health(inst, status: int, timeout: float) -> float:
+    """Poll /healthz until it answers ``status``; return how long that took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        got, body = await asyncio.to_thread(http_get, inst.http_url + "/healthz")
+        if got == status:
+            if status == 503:
+                assert body["redis"] == "down"
+            return loop.time() - start
+        assert loop.time() - start < timeout, f"/healthz of {inst.name} still {got}, wanted {status}"
+        await asyncio.sleep(0.2)
+
+
+class Reader:
+    """Reads one connection in the background and sorts what arrives."""
+
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
+        self.messages: list[dict] = []
+        self.events: list[dict] = []
+        self.others: list[dict] = []
+        self.close_code: int | None = None
+        self.closed = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                frame = json.loads(await self.client.ws.recv())
+                if frame["type"] == "message":
+                    self.messages.append(frame)
+                elif frame["type"] in ("user_joined", "user_left", "room_created"):
+                    self.events.append(frame)
+                else:
+                    self.others.append(frame)
+                self.changed.set()
+        except ConnectionClosed as err:
+            self.close_code = err.rcvd.code if err.rcvd is not None else None
+        finally:
+            self.closed.set()
+            self.changed.set()
+
+    async def wait(self, pred, timeout: float, what: str = "condition") -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not pred():
+            left = deadline - loop.time()
+            assert left > 0, f"timed out waiting for {what}"
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def texts(self, room: str | None = None) -> list[str]:
+        return [m["text"] for m in self.messages if room is None or m["room"] == room]
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+def stream_texts(r: redis.Redis, room: str) -> list[tuple[str, str]]:
+    """(id, text) of every entry of a room's stream, in stream order."""
+    return [(sid.decode(), json.loads(f[b"data"])["text"]) for sid, f in r.xrange(f"chat:history:{room}")]
+
+
+def assert_in_order_once(msgs: list[dict]) -> None:
+    ids = [m["id"] for m in msgs]
+    assert len(ids) == len(set(ids)), "a message was delivered twice"
+    assert ids == sorted(ids, key=id_key), "messages out of id order"
+
+
+async def ping(client: ChatClient) -> None:
+    await client.send({"type": "ping"})
+    await client.expect("pong", timeout=3)
+
+
+# ---------------------------------------------------------------- 1. Redis goes away
+async def test_redis_outage_unavailable_then_recovery_with_catch_up(make_cluster, room):
+    c = make_cluster(3)
+    r = redis.Redis.from_url(c.redis.url)
+    clients = [await ChatClient.connect(c[k].ws_url) for k in range(3)]
+    for k, cl in enumerate(clients):
+        await cl.join(room, f"U{k}")
+    a, b, d = clients
+    await a.say(room, "before", client_id="b-0")
+    for cl in clients:
+        assert [m["text"] for m in await cl.messages(1)] == ["before"]
+    stored_before = r.xlen(f"chat:history:{room}")
+    assert stored_before == 1
+    ws_objects = [cl.ws for cl in clients]
+
+    await asyncio.to_thread(c.redis.stop)
+    loop = asyncio.get_running_loop()
+    # A send fails at once with `unavailable`, on every instance, and the socket stays open.
+    for k, cl in enumerate(clients):
+        t0 = loop.time()
+        await cl.say(room, f"lost-{k}", client_id=f"lost-{k}")
+        err = await cl.expect("error", timeout=2)
+        assert loop.time() - t0 < 2
+        assert (err["code"], err["ref"]) == ("unavailable", f"lost-{k}")
+        await cl.say(room, "lost again")  # no client_id: ref is the type
+        err = await cl.expect("error", timeout=2)
+        assert (err["code"], err["ref"]) == ("unavailable", "message")
+        await ping(cl)
+    # A join fails the same way and leaves nothing half-done.
+    await a.send({"type": "join", "room": room + "_x", "user": "U0"})
+    err = await a.expect("error", timeout=2)
+    assert (err["code"], err["ref"]) == ("unavailable", "join")
+    for inst in c.instances:
+        assert await wait_for_health(inst, 503, timeout=6) < 6
+
+    # Instance 2 is paused while its subscriber is still trying to reconnect, so what the
+    # others store meanwhile can only reach its client through catch-up from the stream.
+    await asyncio.sleep(0.5)
+    c[2].signal(signal.SIGSTOP)
+    try:
+        await asyncio.to_thread(c.redis.start)
+        restarted = loop.time()
+        sent: list[str] = []
+        n = 0
+        while len(sent) < 10:
+            assert loop.time() - restarted < 10, "Redis is back but sends still fail"
+            text = f"after-{n}"
+            await a.say(room, text, client_id=f"c-{n}")
+            n += 1
+            # Either the echo (stored) or `unavailable` (not yet reconnected) comes back.
+            frame = await a.until(lambda f: f["type"] in ("message", "error"), timeout=10)
+            if frame["type"] == "error":
+                assert frame["code"] == "unavailable"
+                await asyncio.sleep(0.1)
+                continue
+            assert frame["text"] == text
+            sent.append(text)
+        # Across instances, with nobody reconnecting.
+        got_b = await b.messages(10, timeout=10)
+        assert [m["text"] for m in got_b] == sent
+        assert loop.time() - restarted < 10
+        assert r.pubsub_numsub("chat:messages")[0][1] == 2  # instance 2 is not subscribed
+    finally:
+        c[2].signal(signal.SIGCONT)
+    got_d = await d.messages(10, timeout=10)
+    assert [m["text"] for m in got_d] == sent
+    assert_in_order_once(got_b)
+    assert [m["id"] for m in got_d] == [m["id"] for m in got_b]
+    for cl in clients:
+        assert [f for f in await cl.quiet(0.5) if f["type"] == "message"] == []
+        await ping(cl)
+    assert [cl.ws for cl in clients] == ws_objects
+    # Nothing of the outage was stored.
+    assert [t for _, t in stream_texts(r, room)] == ["before", *sent]
+    for inst in c.instances:
+        await wait_for_health(inst, 200, timeout=10)
+    # And live delivery goes on everywhere, instance 2 included.
+    await d.say(room, "from the paused one")
+    for cl in clients:
+        assert [m["text"] for m in await cl.messages(1)] == ["from the paused one"]
+
+
+# ---------------------------------------------------------------- 2. SIGKILL
+async def test_instance_sigkilled_mid_traffic(make_cluster, room):
+    c = make_cluster(3)
+    r = redis.Redis.from_url(c.redis.url)
+    loop = asyncio.get_running_loop()
+    senders = [await ChatClient.connect(c[k].ws_url) for k in (0, 1)]
+    watchers = [await ChatClient.connect(c[k].ws_url) for k in (0, 1)]
+    victim = await ChatClient.connect(c[2].ws_url)  # will reconnect
+    ghost = await ChatClient.connect(c[2].ws_url)  # will not
+    for k, s in enumerate(senders):
+        await s.join(room, f"Sender{k}")
+    for k, w in enumerate(watchers):
+        await w.join(room, f"Watcher{k}")
+    await victim.join(room, "Victim")
+    assert set((await ghost.join(room, "Ghost"))["members"]) == {
+        "Sender0", "Sender1", "Watcher0", "Watcher1", "Victim", "Ghost"}
+    readers = [Reader(cl) for cl in (*senders, *watchers, victim, ghost)]
+    per_sender = 150
+
+    async def send_all(k: int, s: ChatClient) -> None:
+        for n in range(per_sender):
+            await s.say(room, f"{k}:{n}", client_id=f"{k}-{n}")
+            await asyncio.sleep(0.01)
+
+    traffic = asyncio.gather(*(send_all(k, s) for k, s in enumerate(senders)))
+    victim_reader = readers[4]
+    await victim_reader.wait(lambda: len(victim_reader.messages) >= 40, 10, "traffic to reach the victim")
+    await asyncio.to_thread(c[2].kill)
+    killed = loop.time()
+    await traffic
+    total = 2 * per_sender
+    # The clients of the other instances keep receiving everything, once and in order.
+    for rd in readers[:4]:
+        await rd.wait(lambda rd=rd: len(rd.messages) >= total, 15, "every message on the survivors")
+    for rd in readers[:4]:
+        assert_in_order_once(rd.messages)
+        assert len(rd.messages) == total and rd.close_code is None
+    reference = [m["id"] for m in readers[0].messages]
+    assert all([m["id"] for m in rd.messages] == reference for rd in readers[1:4])
+    stored = stream_texts(r, room)
+    assert [sid for sid, _ in stored] == reference
+    # The killed instance's clients lost their connection without a close frame.
+    for rd in readers[4:]:
+        await asyncio.wait_for(rd.closed.wait(), 5)
+        assert rd.close_code is None
+    seen = victim_reader.messages
+    assert 0 < len(seen) < total
+    assert_in_order_once(seen)
+
+    await asyncio.to_thread(c[2].start)
+    again = await ChatClient.connect(c[2].ws_url)
+    joined = await again.join(room, "Victim", since=seen[-1]["id"])
+    assert joined["gap"] is False
+    recovered = [m["id"] for m in seen] + [m["id"] for m in joined["history"]]
+    assert recovered == reference  # every message, once, in order, with nothing lost
+    await senders[0].say(room, "live again")
+    [live] = await again.messages(1)
+    assert live["text"] == "live again"
+
+    # The dead node's members are swept (heartbeat every 5 s, dead after 15 s silence) and
+    # a user_left is published for them.
+    watcher = readers[2]
+    def left() -> list[dict]:
+        return [e for e in watcher.events if e["type"] == "user_left"]
+
+    await watcher.wait(lambda: any(e["user"] == "Ghost" for e in left()),
+                       30 - (loop.time() - killed), "user_left for the dead node's member")
+    swept_after = loop.time() - killed
+    assert swept_after < 30
+    # Member events are per name: Victim is back (on the new node), so no user_left for it.
+    await asyncio.sleep(0.3)
+    assert [(e["room"], e["user"]) for e in left()] == [(room, "Ghost")]
+    fresh = await ChatClient.connect(c[0].ws_url)
+    members = (await fresh.join(room, "Fresh"))["members"]
+    assert "Ghost" not in members
+    assert set(members) == {"Sender0", "Sender1", "Watcher0", "Watcher1", "Victim", "Fresh"}
+    # In Redis too: every member left in the room belongs to a node that is alive.
+    alive = {n.decode() for n in r.zrange("chat:instances", 0, -1)}
+    assert len(alive) == 3
+    owners = {f.decode().partition("|")[0] for f in r.hgetall(f"chat:members:{room}")}
+    assert owners <= alive
+    for rd in readers:
+        await rd.stop()
+
+
+# ---------------------------------------------------------------- 3. SIGTERM
+def sigterm_worker_only(inst) -> None:
+    """SIGTERM Hypercorn's worker process alone (as `kill <pid>` of the worker would)."""
+    import psutil
+
+    [worker] = [p for p in psutil.Process(inst.proc.pid).children()
+                if "spawn_main" in " ".join(p.cmdline())]
+    os.kill(worker.pid, signal.SIGTERM)
+    code = inst.proc.wait(15)
+    inst.stop()  # reaps what is left of the group
+    return code
+
+
+# "group": SIGTERM to the whole process group, as the harness and systemd's default
+# KillMode=control-group do; the worker used to die at once on it. "uvloop": the same with
+# hypercorn.toml (uvloop worker). "worker": SIGTERM to the worker process alone.
+@pytest.mark.parametrize("how", ["group", "uvloop", "worker"])
+async def test_sigterm_closes_websockets_with_1001_and_exits(make_cluster, room, how):
+    c = make_cluster(2, config=(how == "uvloop"))
+    loop = asyncio.get_running_loop()
+    watcher = await ChatClient.connect(c[0].ws_url)
+    await watcher.join(room, "Watcher")
+    leaving = [await ChatClient.connect(c[1].ws_url) for _ in range(3)]
+    for k, cl in enumerate(leaving):
+        await cl.join(room, f"Leaving{k}")
+    readers = [Reader(cl) for cl in leaving]
+    watch = Reader(watcher)
+    t0 = loop.time()
+    stop = (lambda: sigterm_worker_only(c[1])) if how == "worker" else (lambda: c[1].stop(15))
+    stopping = asyncio.create_task(asyncio.to_thread(stop))
+    # Until the graceful timeout cancels them, open connections are still served.
+    await asyncio.sleep(0.5)
+    await watcher.say(room, "during shutdown")
+    for rd in readers:
+        await asyncio.wait_for(rd.closed.wait(), 3 + 3)
+        assert rd.close_code == 1001
+        assert rd.texts() == ["during shutdown"]
+    code = await stopping
+    took = loop.time() - t0
+    assert code == 0, c[1].tail()
+    assert took < 3 + 3, f"the instance took {took:.1f} s to exit"
+    # A clean stop removes its members at once, without waiting for the janitor.
+    await watch.wait(lambda: {e["user"] for e in watch.events if e["type"] == "user_left"}
+                     >= {"Leaving0", "Leaving1", "Leaving2"}, 5, "user_left for every leaving client")
+    fresh = await ChatClient.connect(c[0].ws_url)
+    assert (await fresh.join(room, "Fresh"))["members"] == ["Fresh", "Watcher"]
+    await watch.stop()
