@@ -9,6 +9,8 @@ import signal
 from typing import Any, Awaitable, Callable
 
 CLOSE_GOING_AWAY = 1001
+# Scope key under which the server's own ``send`` is kept, for `wire.direct_outbox`.
+RAW_SEND = "quart_chat.raw_send"
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
@@ -26,6 +28,7 @@ class GoingAway:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
             return await self.app(scope, receive, send)
+        scope[RAW_SEND] = send
         state = {"open": False}
 
         async def tracking_send(message: dict) -> None:

@@ -1,15 +1,15 @@
 """One WebSocket connection's state and what it does with each frame.
 
 The session is socket-free: frames come in through `handle`, replies and deliveries go
-out through `deliver` into a bounded queue that the WebSocket view drains. That keeps the
-protocol logic testable and guarantees the fan-out never waits on a slow client.
+out through `deliver` into a bounded, never-waiting outbox (`wire`) that the WebSocket view
+supplies. That keeps the protocol logic testable and guarantees the fan-out never waits on a
+slow client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from typing import Callable
+from typing import Callable, Protocol
 
 from redis.exceptions import RedisError
 
@@ -34,18 +34,28 @@ CLOSE_TOO_SLOW = 1013
 _ids = itertools.count(1)
 
 
+class Outbox(Protocol):
+    """Where a session's outbound frames go (see `wire`): never waits, bounded."""
+
+    def put(self, frame: str) -> bool:
+        """Queue one frame for the client; False when too many are waiting already."""
+
+    def close(self) -> None:
+        """Drop what is pending and send nothing more."""
+
+
 class Session:
     """A connected client: its user name, its rooms, its outbound queue and its rate limit."""
 
-    __slots__ = ("key", "user", "rooms", "queue", "limiter", "close_code", "on_abort",
+    __slots__ = ("key", "user", "rooms", "outbox", "limiter", "close_code", "on_abort",
                  "_settings", "_hub", "_broker", "__weakref__")
 
-    def __init__(self, settings: Settings, hub: Hub, broker: Broker,
+    def __init__(self, settings: Settings, hub: Hub, broker: Broker, outbox: Outbox,
                  on_abort: Callable[[int], None] | None = None) -> None:
         self.key = f"{broker.node}|{next(_ids)}"
         self.user: str | None = None
         self.rooms: set[str] = set()
-        self.queue: asyncio.Queue[str] = asyncio.Queue(settings.send_queue)
+        self.outbox = outbox
         self.limiter = SlidingWindow(settings.rate_count, settings.rate_seconds)
         self.close_code: int | None = None
         self.on_abort = on_abort
@@ -56,11 +66,7 @@ class Session:
     # ------------------------------------------------------------ outbound
     def deliver(self, frame: str) -> None:
         """Queue a frame for the client; a full queue means a client too slow to keep."""
-        if self.close_code is not None:
-            return
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        if self.close_code is None and not self.outbox.put(frame):
             self.abort(CLOSE_TOO_SLOW)
 
     def abort(self, code: int) -> None:

@@ -1,4 +1,4 @@
-"""The WebSocket route: origin check, a tight receive loop, one writer task."""
+"""The WebSocket route: origin check, a tight receive loop, an outbox that never waits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from urllib.parse import urlsplit
 from quart import Blueprint, Response, websocket
 
 from ..app import get_chat
+from ..asgi import RAW_SEND
 from ..session import Session
+from ..wire import QueueOutbox, direct_outbox
 
 bp = Blueprint("ws", __name__)
 
@@ -39,14 +41,6 @@ def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str]
     return parts.hostname == own.hostname and port == own_port
 
 
-async def _pump(session: Session) -> None:
-    """Drain the session's queue into the socket: the only place that sends."""
-    queue = session.queue
-    send = websocket.send
-    while True:
-        await send(await queue.get())
-
-
 def _frame_too_big(data: str | bytes, limit: int) -> bool:
     # Cheap bounds first: a str of n code points is n to 4n bytes in UTF-8.
     if isinstance(data, str):
@@ -68,10 +62,12 @@ async def ws() -> Response | None:
         return Response("cross-origin WebSocket refused", status=403, content_type="text/plain")
 
     view = asyncio.current_task()
-    session = Session(settings, chat.hub, chat.broker, on_abort=lambda _code: view.cancel())
     await websocket.accept()
+    # Straight to the socket under Hypercorn/HTTP 1.1; through websocket.send elsewhere.
+    outbox = (direct_outbox(websocket.scope.get(RAW_SEND), settings.send_queue)
+              or QueueOutbox(websocket.send, settings.send_queue))
+    session = Session(settings, chat.hub, chat.broker, outbox, on_abort=lambda _code: view.cancel())
     chat.hub.attach(session)
-    writer = asyncio.create_task(_pump(session))
     limit = settings.max_frame
     try:
         while True:
@@ -88,7 +84,7 @@ async def ws() -> Response | None:
         session.close_code = CLOSE_INTERNAL
         raise
     finally:
-        writer.cancel()
+        outbox.close()
         session.close()
         if session.close_code is not None:
             try:

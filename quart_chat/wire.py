@@ -1,0 +1,188 @@
+"""The outbound hot path: each frame encoded once, written straight to the connection's socket.
+
+Sending one frame through Quart's ``websocket.send`` costs a writer-task wake-up, Quart's
+ASGI wrapper, Hypercorn's ``WSStream.app_send``, wsproto's encoder, ``H11Protocol`` and a
+lock plus ``drain()`` in ``TCPServer``: several dozen microseconds per receiver per message.
+With HTTP/1.1 under Hypercorn this module instead:
+
+- encodes a text frame's WebSocket framing once per frame (`ws_frame` remembers the last
+  frame it encoded, and fan-out hands the very same ``str`` to every receiver in a row);
+- appends the bytes to the connection's `DirectOutbox` and, once per event-loop pass, writes
+  everything pending for a connection in one ``transport.write`` (no task, no await);
+- keeps the backpressure contract: past the transport's high-water mark frames wait in the
+  outbox, a drain task (created only then) flushes them, and more than ``CHAT_SEND_QUEUE``
+  waiting frames means a client too slow to keep (close 1013, done by the view).
+
+Server frames are never masked or fragmented, and with permessage-deflate negotiated an
+uncompressed message (RSV1 = 0) is still valid (RFC 7692 section 6), so these frames mix
+freely with the ones wsproto writes (pings, pongs, the close frame): every write is whole
+frames. Nothing is written once wsproto has left the OPEN state. Where the internals are
+not what this expects (HTTP/2, another server or Hypercorn version), `direct_outbox`
+returns None and the session falls back to `QueueOutbox`, the plain ASGI path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+_last_text: str | None = None
+_last_frame: bytes = b""
+
+
+def ws_frame(text: str) -> bytes:
+    """The WebSocket text frame (FIN, opcode 1, unmasked) carrying ``text``; memoised for the last one."""
+    global _last_text, _last_frame
+    if text is _last_text:
+        return _last_frame
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 65536:
+        head = bytes((0x81, 126, n >> 8, n & 0xFF))
+    else:
+        head = b"\x81\x7f" + n.to_bytes(8, "big")
+    _last_text, _last_frame = text, head + payload
+    return _last_frame
+
+
+# Outboxes given frames this event-loop pass; one callback on that loop flushes them all.
+_dirty: list["DirectOutbox"] = []
+_dirty_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _mark_dirty(box: "DirectOutbox") -> None:
+    global _dirty_loop
+    loop = asyncio.get_running_loop()
+    if _dirty_loop is not loop:  # first this pass (or a previous loop died with frames pending)
+        _dirty.clear()
+        _dirty_loop = loop
+        loop.call_soon(_flush_dirty)
+    _dirty.append(box)
+
+
+def _flush_dirty() -> None:
+    global _dirty_loop
+    _dirty_loop = None
+    dirty = _dirty[:]
+    _dirty.clear()
+    for box in dirty:
+        box.flush()
+
+
+class DirectOutbox:
+    """Pending frames of one connection, written to its transport once per loop pass."""
+
+    __slots__ = ("_writer", "_transport", "_conn", "_open", "_out", "_limit", "_high", "_drainer", "closed")
+
+    def __init__(self, writer: asyncio.StreamWriter, conn: Any, open_state: Any, limit: int) -> None:
+        self._writer = writer
+        self._transport = writer.transport
+        self._conn = conn  # the wsproto Connection: its state says whether data frames may still go out
+        self._open = open_state
+        self._out: list[bytes] = []
+        self._limit = limit
+        _low, self._high = self._transport.get_write_buffer_limits()
+        self._drainer: asyncio.Task | None = None
+        self.closed = False
+
+    def put(self, text: str) -> bool:
+        """Queue one frame; False when more than ``limit`` frames wait (a client too slow)."""
+        out = self._out
+        out.append(ws_frame(text))
+        if len(out) == 1:
+            if self._drainer is None:
+                _mark_dirty(self)
+        elif len(out) > self._limit:
+            return False
+        return True
+
+    def flush(self) -> None:
+        """Write every pending frame in one call, unless the socket is backed up."""
+        out = self._out
+        if not out or self._drainer is not None or self.closed:
+            return
+        transport = self._transport
+        if transport.is_closing() or self._conn.state is not self._open:
+            out.clear()
+            return
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+        if transport.get_write_buffer_size() > self._high:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self._writer.drain()
+        except Exception:  # the connection is gone; the view cleans up
+            self.closed = True
+            self._out.clear()
+            return
+        finally:
+            self._drainer = None
+        self.flush()
+
+    def close(self) -> None:
+        """Drop whatever is pending; nothing more is written."""
+        self.closed = True
+        self._out.clear()
+        if self._drainer is not None:
+            self._drainer.cancel()
+
+
+class QueueOutbox:
+    """The portable path: a bounded queue drained by one writer task through ``send``."""
+
+    __slots__ = ("_queue", "_send", "_task", "closed")
+
+    def __init__(self, send: Callable[[str], Awaitable[None]], limit: int) -> None:
+        self._queue: asyncio.Queue[str] = asyncio.Queue(limit)
+        self._send = send
+        self._task: asyncio.Task | None = None
+        self.closed = False
+
+    def put(self, text: str) -> bool:
+        if self._task is None:  # created on first use: idle connections cost no task
+            self._task = asyncio.get_running_loop().create_task(self._pump())
+        try:
+            self._queue.put_nowait(text)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def _pump(self) -> None:
+        queue, send = self._queue, self._send
+        while True:
+            await send(await queue.get())
+
+    def close(self) -> None:
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+
+
+def direct_outbox(raw_send: Any, limit: int) -> DirectOutbox | None:
+    """A `DirectOutbox` for the accepted WebSocket behind Hypercorn's ASGI ``send``, or None.
+
+    ``raw_send`` must be the server's own callable (``WSStream.app_send``), not a wrapper.
+    """
+    try:
+        from wsproto.connection import ConnectionState
+    except ImportError:
+        return None
+    stream = getattr(raw_send, "__self__", None)
+    if type(stream).__name__ != "WSStream":
+        return None
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)
+    if type(protocol).__name__ != "H11Protocol":  # HTTP/2 wraps frames in DATA frames
+        return None
+    server = getattr(getattr(protocol, "send", None), "__self__", None)
+    writer = getattr(server, "writer", None)
+    conn = getattr(stream, "connection", None)
+    if not isinstance(writer, asyncio.StreamWriter) or conn is None or conn.state is not ConnectionState.OPEN:
+        return None
+    extensions = getattr(getattr(conn, "_proto", None), "extensions", None)
+    if extensions is None or any(e.name != "permessage-deflate" for e in extensions if e.enabled()):
+        return None
+    return DirectOutbox(writer, conn, ConnectionState.OPEN, limit)
