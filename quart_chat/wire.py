@@ -130,6 +130,14 @@ class DirectOutbox:
         if self._drainer is not None:
             self._drainer.cancel()
 
+    def abort(self, delay: float) -> None:
+        """Reset the connection in ``delay`` seconds unless it has closed by then.
+
+        A client that stopped reading never takes its close frame, queued behind megabytes
+        of socket buffer: without this the server held that buffer and the fd for ever.
+        """
+        asyncio.get_running_loop().call_later(delay, _abort, self._transport)
+
 
 class QueueOutbox:
     """The portable path: a bounded queue drained by one writer task through ``send``."""
@@ -160,6 +168,16 @@ class QueueOutbox:
         self.closed = True
         if self._task is not None:
             self._task.cancel()
+
+    def abort(self, delay: float) -> None:
+        """Nothing to do: plain ASGI offers no way to reset a connection."""
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
+    try:
+        transport.abort()  # a no-op once the connection is closed
+    except Exception:  # already torn down
+        pass
 
 
 def direct_outbox(raw_send: Any, limit: int) -> DirectOutbox | None:

@@ -330,3 +330,183 @@ async def test_sigterm_closes_websockets_with_1001_and_exits(make_cluster, room,
     fresh = await ChatClient.connect(c[0].ws_url)
     assert (await fresh.join(room, "Fresh"))["members"] == ["Fresh", "Watcher"]
     await watch.stop()
+
+
+# ---------------------------------------------------------------- 4. a client that stops reading
+class RawWebSocket:
+    """A WebSocket client over a bare socket: handshake by hand, then it reads only when told.
+
+    A small SO_RCVBUF (set before connecting, so the window is small from the start) makes
+    the server's writes back up quickly once it stops reading.
+    """
+
+    def __init__(self, host: str, port: int, rcvbuf: int = 4096) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(5)
+        self.sock.connect((host, port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            assert chunk, "connection closed during the handshake"
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def send_text(self, text: str) -> None:
+        payload = text.encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        if n < 126:
+            header = struct.pack("!BB", 0x81, 0x80 | n)
+        elif n < 65536:
+            header = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+        else:
+            header = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def _frame(self) -> tuple[int, bytes] | None:
+        """One whole frame parsed from the buffer, if there is one."""
+        buf = self.buf
+        if len(buf) < 2:
+            return None
+        opcode, n, pos = buf[0] & 0x0F, buf[1] & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                return None
+            n, pos = struct.unpack("!H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                return None
+            n, pos = struct.unpack("!Q", buf[2:10])[0], 10
+        if len(buf) < pos + n:
+            return None
+        self.buf = buf[pos + n:]
+        return opcode, buf[pos:pos + n]
+
+    def read_frame(self, timeout: float = 5.0) -> tuple[int, bytes] | None:
+        """The next frame (opcode, payload), or None at EOF."""
+        self.sock.settimeout(timeout)
+        while (frame := self._frame()) is None:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        return frame
+
+    def drain(self, timeout: float) -> tuple[list[dict], int | None, bool]:
+        """Read until EOF: (the text frames, the close code if a close frame came, reached EOF)."""
+        texts: list[dict] = []
+        code = None
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                frame = self.read_frame(max(0.05, deadline - time.monotonic()))
+                if frame is None:
+                    return texts, code, True
+                opcode, payload = frame
+                if opcode == 1:
+                    texts.append(json.loads(payload))
+                elif opcode == 8:
+                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+        except ConnectionResetError:
+            return texts, code, True  # aborted by the server: closed all the same
+        except socket.timeout:
+            pass
+        return texts, code, False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def worker_of(inst):
+    """Hypercorn's worker process of an instance (the child that serves)."""
+    import psutil
+
+    [worker] = [p for p in psutil.Process(inst.proc.pid).children()
+                if "spawn_main" in " ".join(p.cmdline())]
+    return worker
+
+
+def server_side_open(inst, client_port: int) -> bool:
+    """Whether the instance still holds a TCP connection to our ``client_port``."""
+    return any(conn.raddr and conn.raddr.port == client_port
+               for conn in worker_of(inst).net_connections(kind="tcp"))
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+async def test_client_that_stops_reading_is_dropped_others_unharmed(make_cluster, room, loop_kind):
+    c = make_cluster(1, env={"CHAT_SEND_QUEUE": "50"}, config=(loop_kind == "uvloop"))
+    loop = asyncio.get_running_loop()
+    flooder = await ChatClient.connect(c[0].ws_url)
+    normal = await ChatClient.connect(c[0].ws_url)
+    await flooder.join(room, "Flooder")
+    await normal.join(room, "Normal")
+    slow = await asyncio.to_thread(RawWebSocket, "127.0.0.1", c[0].port)
+    slow.send_text(json.dumps({"type": "join", "room": room, "user": "Slow"}))
+    opcode, payload = await asyncio.to_thread(slow.read_frame)
+    while opcode == 9:  # Hypercorn's websocket_ping_interval (hypercorn.toml) pings at once
+        opcode, payload = await asyncio.to_thread(slow.read_frame)
+    assert opcode == 1 and json.loads(payload)["type"] == "joined"
+    await normal.expect("user_joined")
+    # From here on the slow client reads nothing. Big frames (~2000 three-byte characters)
+    # so that the kernel's buffers (up to tcp_wmem's 4 MiB) fill up quickly.
+    total, pad = 1500, "\u20ac" * 1960
+    latencies: list[float] = []
+    texts: list[str] = []
+
+    async def read_normal() -> None:
+        while len(texts) < total:
+            frame = await normal.recv(10)
+            if frame["type"] == "message":
+                texts.append(frame["text"])
+                latencies.append(loop.time() - float(frame["text"].split(" ", 2)[1]))
+            elif frame["type"] == "user_left":
+                assert frame["user"] == "Slow"
+                left.set()
+
+    left = asyncio.Event()
+    reader = asyncio.create_task(read_normal())
+    echoes = Reader(flooder)  # the flooder reads its echoes, or it would be a slow client too
+    for n in range(total):
+        # Self-clocked: at most 100 messages in flight, so a latency here is fan-out delay,
+        # not a backlog of the sender's own frames on a busy machine.
+        await echoes.wait(lambda n=n: n - len(echoes.messages) < 100, 10, "the flooder's echoes")
+        await flooder.say(room, f"{n} {loop.time()} {pad}")
+    await asyncio.wait_for(reader, 30)
+    assert [int(t.split(" ", 1)[0]) for t in texts] == list(range(total))
+    assert max(latencies) < 2.0, f"the normal client waited {max(latencies):.2f} s for a message"
+    # The slow client was dropped: it left the room (user_left reached the others)...
+    if not left.is_set():
+        ev = await normal.until(lambda f: f["type"] == "user_left", timeout=5)
+        assert ev["user"] == "Slow"
+    fresh = await ChatClient.connect(c[0].ws_url)
+    assert (await fresh.join(room, "Fresh"))["members"] == ["Flooder", "Fresh", "Normal"]
+    # ...and the server let go of its connection even though it still reads nothing: a
+    # client must not be able to pin megabytes of socket buffer (and an fd) forever.
+    port = slow.sock.getsockname()[1]
+    deadline = loop.time() + 5
+    while server_side_open(c[0], port):
+        assert loop.time() < deadline, "the server still holds the dropped client's connection"
+        await asyncio.sleep(0.2)
+    # Reading on, it ends (EOF or reset) after at most what was in flight, not all of it.
+    frames, code, eof = await asyncio.to_thread(slow.drain, 15)
+    slow.close()
+    print(f"slow client: {len(frames)} frames before the end, close code {code}")
+    assert eof, "the server never closed the slow client's connection"
+    assert code in (1013, None)
+    assert len([f for f in frames if f["type"] == "message"]) < total
+    await echoes.wait(lambda: len(echoes.messages) == total, 10, "the flooder's echoes")
+    assert echoes.close_code is None and not echoes.closed.is_set()
+    await echoes.stop()
+    # The instance is still healthy and serving.
+    await flooder.say(room, "0 0 after")
+    assert (await normal.messages(1))[0]["text"] == "0 0 after"
+    assert await asyncio.to_thread(c[0].health_status) == 200
+    for cl in (flooder, normal, fresh):
+        await cl.close()

@@ -9,7 +9,7 @@ from quart import Blueprint, Response, websocket
 
 from ..app import get_chat
 from ..asgi import RAW_SEND
-from ..session import Session
+from ..session import CLOSE_TOO_SLOW, Session
 from ..wire import QueueOutbox, direct_outbox
 
 bp = Blueprint("ws", __name__)
@@ -91,4 +91,6 @@ async def ws() -> Response | None:
                 await asyncio.wait_for(websocket.close(session.close_code), CLOSE_TIMEOUT)
             except (asyncio.TimeoutError, Exception):
                 pass
+            if session.close_code == CLOSE_TOO_SLOW:
+                outbox.abort(CLOSE_TIMEOUT)  # it may never read its close frame: free the socket
     return None
