@@ -171,7 +171,7 @@
       ids: new Set(),
       lastId: null,
       unread: 0,
-      members: new Map(),     // name -> number of connections
+      members: new Set(),     // user names (the server counts tabs: one name, one entry)
       hasMore: null,          // older history available? null = unknown
       loadingOlder: false,
       probing: false,
@@ -419,29 +419,30 @@
   }
 
   // ---------------------------------------------------------------- members
+  // `joined.members` is a de-duplicated list of names; `user_joined` comes when a name enters
+  // the room and `user_left` when its last connection leaves: members are a set of names.
   function setMembers(room, list) {
-    room.members = new Map();
-    for (const n of (Array.isArray(list) ? list : [])) {
-      if (typeof n === 'string') room.members.set(n, (room.members.get(n) || 0) + 1);
-    }
-    if (state.user !== null && !room.members.has(state.user)) room.members.set(state.user, 1);
+    room.members = new Set();
+    for (const n of (Array.isArray(list) ? list : [])) if (typeof n === 'string') room.members.add(n);
+    if (state.user !== null) room.members.add(state.user);
   }
 
+  // Each returns whether the set changed (a `joined` snapshot may already hold the name).
   function memberJoined(room, name) {
-    room.members.set(name, (room.members.get(name) || 0) + 1);
+    if (room.members.has(name)) return false;
+    room.members.add(name);
+    return true;
   }
 
   function memberLeft(room, name) {
-    const n = (room.members.get(name) || 0) - 1;
-    if (n > 0) room.members.set(name, n);
-    else room.members.delete(name);
-    // this page is still in the room even when another tab of the same name leaves
-    if (name === state.user && room.wanted && room.everJoined && !room.members.has(name)) room.members.set(name, 1);
+    // this page is still in the room, whatever another connection of the same name did
+    if (name === state.user && room.wanted && room.everJoined) return false;
+    return room.members.delete(name);
   }
 
   function renderMembers() {
     const room = activeRoom();
-    const names = room ? [...room.members.keys()] : [];
+    const names = room ? [...room.members] : [];
     names.sort((a, b) => {
       if (a === state.user) return -1;
       if (b === state.user) return 1;
@@ -543,7 +544,7 @@
     room.ids = new Set();
     room.lastId = null;
     room.unread = 0;
-    room.members = new Map();
+    room.members = new Set();
     room.hasMore = null;
     room.stick = true;
     for (const [cid, p] of state.pending) if (p.room === room.name) state.pending.delete(cid);
@@ -911,8 +912,8 @@
   function onMemberEvent(f, joined) {
     const room = state.rooms.get(f.room);
     if (!room || !room.wanted || typeof f.user !== 'string') return;
-    if (joined) memberJoined(room, f.user);
-    else memberLeft(room, f.user);
+    const changed = joined ? memberJoined(room, f.user) : memberLeft(room, f.user);
+    if (!changed) return;
     addNotice(room, f.user + (joined ? ' joined' : ' left'), joined ? 'join' : 'leave', f.ts);
     if (state.active === room.name) {
       renderMembers();
