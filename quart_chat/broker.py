@@ -141,6 +141,7 @@ class Broker:
         self._cleanups: set[asyncio.Task] = set()
         self.subscribed = False
         self.last_seen = 0.0
+        self.stopping = False
 
     def _client(self, socket_timeout: float | None) -> Redis:
         # One quick retry heals a pooled connection broken by a Redis restart; more would
@@ -163,6 +164,7 @@ class Broker:
 
     async def stop(self) -> None:
         """Stop background work and remove this node's members, as far as Redis allows."""
+        self.stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -177,6 +179,9 @@ class Broker:
 
     def spawn_cleanup(self, coro: Any) -> None:
         """Run ``coro`` in the background (e.g. leave-on-disconnect) and keep it referenced."""
+        if self.stopping:  # `stop` clears every member of this node in one sweep instead
+            coro.close()
+            return
         task = asyncio.create_task(coro)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
@@ -203,7 +208,9 @@ class Broker:
         """Record the room and the member, read history and members; return (result, created)."""
         now = now_ms()
         hkey = history_key(room)
-        pipe = self.redis.pipeline(transaction=False)
+        # MULTI/EXEC: reading the members and adding this one must not interleave with a
+        # leave of the same name, or `user_joined` could be lost.
+        pipe = self.redis.pipeline(transaction=True)
         pipe.zadd(ROOMS, {room: now}, nx=True)
         pipe.hgetall(members_key(room))
         pipe.hset(members_key(room), key, user)
