@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from quart import Quart, Response, current_app
 
-from .asgi import GoingAway, pass_sigterm_to_supervisor
+from .asgi import GoingAway, ignore_shutdown_cancellations, pass_sigterm_to_supervisor
 from .broker import Broker
 from .config import Settings
 from .rooms import Hub
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Quart:
             "instance %s using Redis at %s", settings.instance, redact(settings.redis_url)
         )
         pass_sigterm_to_supervisor()
+        ignore_shutdown_cancellations()
         await broker.start()
 
     @app.after_serving

@@ -76,3 +76,24 @@ def pass_sigterm_to_supervisor() -> bool:
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     return True
+
+
+def ignore_shutdown_cancellations() -> None:
+    """Keep the log clean when Hypercorn cancels open connections at the graceful timeout.
+
+    asyncio reports each cancelled connection task through the loop's exception handler
+    ("Exception in callback StreamReaderProtocol.connection_made...: CancelledError"); a
+    cancellation is how the server is meant to stop them, not an error.
+    """
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if isinstance(context.get("exception"), asyncio.CancelledError):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
