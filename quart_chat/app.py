@@ -64,8 +64,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     app = Quart(__name__)
     hub = Hub()
     broker = Broker(settings, hub)
-    app.extensions[EXTENSION] = Chat(settings, hub, broker)
-    for blueprint in (pages.bp, ws.bp, api.bp):
+    chat = app.extensions[EXTENSION] = Chat(settings, hub, broker)
+    for blueprint in (pages.bp, api.bp):
         app.register_blueprint(blueprint)
 
     @app.before_serving
@@ -88,5 +88,6 @@ def create_app(settings: Settings | None = None) -> Quart:
             response.headers.setdefault(name, value)
         return response
 
-    app.asgi_app = GoingAway(app.asgi_app)  # type: ignore[method-assign]
+    # /ws is plain ASGI in front of Quart (see blueprints/ws.py); GoingAway wraps both.
+    app.asgi_app = GoingAway(ws.ChatSockets(app.asgi_app, chat))  # type: ignore[method-assign]
     return app

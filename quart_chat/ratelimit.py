@@ -16,12 +16,14 @@ class SlidingWindow:
         self.count = count
         self.seconds = seconds
         self.clock = clock
-        self._times: deque[float] = deque()
+        self._times: deque[float] | None = None  # made on first use: most connections never send
 
     def allow(self) -> bool:
         """Record an event and return True if it fits in the window, else False (not recorded)."""
         now = self.clock()
         times = self._times
+        if times is None:
+            times = self._times = deque()
         if len(times) >= self.count:
             if now - times[0] < self.seconds:
                 return False
