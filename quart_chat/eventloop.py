@@ -1,0 +1,37 @@
+"""Pick uvloop for Hypercorn's worker even when it is started without ``-k uvloop``.
+
+``python -m hypercorn quart_chat:app -b ...`` runs the plain asyncio worker, and Hypercorn's
+worker imports the application *before* it creates its event loop. So importing quart_chat
+can still choose the loop: when Hypercorn is the one importing us, nothing set a policy of
+its own, no loop runs yet and uvloop is installed (it comes with ``hypercorn[uvloop]``), the
+default policy becomes uvloop's. ``CHAT_UVLOOP=0`` keeps the standard loop. Tests and
+scripts that merely import the package (no Hypercorn) are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+OFF = ("0", "false", "no", "off")
+
+
+def prefer_uvloop(environ: dict[str, str] | None = None) -> bool:
+    """Make new event loops uvloop's, under Hypercorn only; returns whether it did."""
+    env = os.environ if environ is None else environ
+    if env.get("CHAT_UVLOOP", "").strip().lower() in OFF or "hypercorn" not in sys.modules:
+        return False
+    try:
+        asyncio.get_running_loop()
+        return False  # too late: a loop already runs (an embedding server made it)
+    except RuntimeError:
+        pass
+    if type(asyncio.get_event_loop_policy()) is not asyncio.DefaultEventLoopPolicy:
+        return False  # somebody chose already
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
