@@ -9,6 +9,8 @@ import signal
 from typing import Any, Awaitable, Callable
 
 CLOSE_GOING_AWAY = 1001
+# Seconds a worker given SIGTERM waits for its Hypercorn parent to start the shutdown.
+SIGTERM_HANDOVER = 1.0
 # Scope key under which the server's own ``send`` is kept, for `wire.direct_outbox`.
 RAW_SEND = "quart_chat.raw_send"
 
@@ -57,24 +59,33 @@ def pass_sigterm_to_supervisor() -> bool:
     Hypercorn's worker is a multiprocessing child that leaves SIGTERM at its default, so a
     SIGTERM sent to the whole process group (``kill -- -PGID``, systemd's default
     ``KillMode=control-group``) killed it at once: no graceful timeout, no close 1001, its
-    members left for the janitor. Its parent stops the workers gracefully on SIGTERM, so
-    hand the signal on to the parent. Returns whether a handler was installed: nothing is
-    done in a single-process server, or when something else already handles SIGTERM.
+    members left for the janitor. Its parent stops the workers gracefully on SIGTERM (it sets
+    the shutdown event they poll), so the worker only makes sure the parent heard of it:
+    after `SIGTERM_HANDOVER` seconds, if that event is still clear (the signal came to the
+    worker alone), it passes the signal on. Never at once: a second SIGTERM landing while
+    the parent runs its handler for the first deadlocks the parent on that event's lock.
+    Returns whether a handler was installed: nothing is done in a single-process server,
+    when something else already handles SIGTERM, or when Hypercorn's event is not found.
     """
     parent = multiprocessing.parent_process()
-    if parent is None or parent.pid is None or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    # Hypercorn hands the event to its worker as a keyword argument of the Process.
+    shutdown = getattr(multiprocessing.current_process(), "_kwargs", {}).get("shutdown_event")
+    if (parent is None or parent.pid is None or not callable(getattr(shutdown, "is_set", None))
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
         return False
     loop = asyncio.get_running_loop()
     supervisor = parent.pid
 
-    def on_sigterm() -> None:
+    def hand_over() -> None:
+        if shutdown.is_set():
+            return  # the parent got it too and is stopping us
         if os.getppid() == supervisor:
-            os.kill(supervisor, signal.SIGTERM)  # it sets the workers' shutdown event
+            os.kill(supervisor, signal.SIGTERM)
         else:  # orphaned: nobody will stop us gracefully, so behave as before
             loop.remove_signal_handler(signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_signal_handler(signal.SIGTERM, lambda: loop.call_later(SIGTERM_HANDOVER, hand_over))
     return True
 
 
