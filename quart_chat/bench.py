@@ -24,7 +24,8 @@ Scenarios (clients are spread round-robin over the instances):
 Latency is receive time minus the send time carried in the message text
 (``B|<µs>|<step>|<sender>|<seq>|...``), both read from this process's monotonic clock.
 Lost = expected deliveries - received, after a drain wait. Every loop is bounded in count
-and in time; progress goes to stderr, the table to stdout, the JSON to ``--json FILE|-``.
+and in time; progress goes to stderr, the table to stdout (to stderr with ``--json -``, so that
+stdout is the JSON alone), the JSON to ``--json FILE|-``.
 The generator is one Python process: at high delivery rates it can be the bottleneck, so
 ``cpu_gen_pct`` is reported next to the servers' CPU.
 """
@@ -932,7 +933,8 @@ def main(argv: list[str] | None = None) -> int:
                        "instances_died": dead, "python": platform.python_version(), "cpus": os.cpu_count(),
                        "machine": platform.machine(), "argv": sys.argv[1:] if argv is None else argv},
               "results": rows}
-    print(render_tables(rows))
+    # With --json - stdout carries the JSON alone; the table goes to stderr then.
+    print(render_tables(rows), file=sys.stderr if a.json == "-" else sys.stdout)
     if a.json:
         text = json.dumps(result, indent=1)
         if a.json == "-":
