@@ -83,6 +83,12 @@ def format_stream_id(sid: StreamId) -> str:
 
 
 # ---------------------------------------------------------------- validation
+# Unicode's White_Space property: what PROTOCOL.md section 6 trims. Not str.strip()'s set,
+# which also strips the control characters U+001C..U+001F, so "\x1fBob" passed as "Bob".
+WHITE_SPACE = ("\u0009\u000a\u000b\u000c\u000d\u0020\u0085\u00a0\u1680\u2000\u2001\u2002"
+               "\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
 def _has_control(s: str, allowed: str = "") -> bool:
     return any(unicodedata.category(c) == "Cc" and c not in allowed for c in s)
 
@@ -100,7 +106,7 @@ def validate_user(value: Any) -> str:
     """Return the trimmed user name, or raise ``invalid_user`` / ``bad_request``."""
     if not isinstance(value, str):
         raise ProtocolError("bad_request", "user must be a string")
-    name = value.strip()
+    name = value.strip(WHITE_SPACE)
     if not 1 <= len(name) <= MAX_USER:
         raise ProtocolError("invalid_user", f"user names are 1-{MAX_USER} characters")
     if _has_control(name):
@@ -112,7 +118,7 @@ def validate_text(value: Any, max_text: int) -> str:
     """Return the trimmed text, or raise ``invalid_text`` / ``bad_request``."""
     if not isinstance(value, str):
         raise ProtocolError("bad_request", "text must be a string")
-    text = value.strip()
+    text = value.strip(WHITE_SPACE)
     if not text:
         raise ProtocolError("invalid_text", "text is empty")
     if len(text) > max_text:

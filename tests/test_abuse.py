@@ -166,6 +166,8 @@ CASES = [
     ({"type": "message", "room": R, "text": "a\rb"}, "invalid_text", "message"),
     ({"type": "message", "room": R, "text": "del\u007f"}, "invalid_text", "message"),
     ({"type": "message", "room": R, "text": "c1\u0085ctl"}, "invalid_text", "message"),
+    # U+001C..U+001F are control characters, not Unicode white space: not trimmed away
+    ({"type": "message", "room": R, "text": "\u001chi\u001f"}, "invalid_text", "message"),
     # not_joined (a valid room this connection is not in)
     ({"type": "message", "room": R + "_other", "text": "hi", "client_id": "n1"}, "not_joined", "n1"),
     ({"type": "message", "room": R + "_other", "text": "hi"}, "not_joined", "message"),
@@ -210,6 +212,7 @@ async def test_first_join_needs_a_valid_user(cluster, r, room):
         ({"type": "join", "room": room, "user": "Bob\u0000"}, "invalid_user"),
         ({"type": "join", "room": room, "user": "Bo\u0007b"}, "invalid_user"),
         ({"type": "join", "room": room, "user": "Bob\u001b[0m"}, "invalid_user"),
+        ({"type": "join", "room": room, "user": "\u001fBob\u001c"}, "invalid_user"),
         ({"type": "message", "room": room, "text": "before joining"}, "not_joined"),
         ({"type": "leave", "room": room}, "not_joined"),
     ]:
