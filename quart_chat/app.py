@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from quart import Quart, Response, current_app
 
-from .asgi import GoingAway, ignore_shutdown_cancellations, pass_sigterm_to_supervisor
+from .asgi import DirectWebsocketConnection, GoingAway, ignore_shutdown_cancellations, pass_sigterm_to_supervisor
 from .broker import Broker
 from .config import Settings
 from .rooms import Hub
@@ -64,8 +64,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     app = Quart(__name__)
     hub = Hub()
     broker = Broker(settings, hub)
-    chat = app.extensions[EXTENSION] = Chat(settings, hub, broker)
-    for blueprint in (pages.bp, api.bp):
+    app.extensions[EXTENSION] = Chat(settings, hub, broker)
+    app.asgi_websocket_class = DirectWebsocketConnection
+    for blueprint in (pages.bp, ws.bp, api.bp):
         app.register_blueprint(blueprint)
 
     @app.before_serving
@@ -88,6 +89,5 @@ def create_app(settings: Settings | None = None) -> Quart:
             response.headers.setdefault(name, value)
         return response
 
-    # /ws is plain ASGI in front of Quart (see blueprints/ws.py); GoingAway wraps both.
-    app.asgi_app = GoingAway(ws.ChatSockets(app.asgi_app, chat))  # type: ignore[method-assign]
+    app.asgi_app = GoingAway(app.asgi_app)  # type: ignore[method-assign]
     return app
