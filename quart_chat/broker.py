@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -74,6 +74,10 @@ return 2
 # How long a send may wait for Redis; the script refuses to run later than APPEND_BUDGET.
 APPEND_BUDGET = 2.0
 APPEND_TIMEOUT = 3.0
+
+# The command client's connections to Redis, and how long a command may wait for one.
+POOL_SIZE = 50
+POOL_WAIT = 2.0
 
 # Errors that mean "Redis cannot be reached", as opposed to a bug or a bad command.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
@@ -132,7 +136,7 @@ class Broker:
         # not revive the members its previous run left behind.
         self.node = f"{settings.instance}#{secrets.token_hex(4)}"
         self._origin = dumps(settings.instance)
-        self.redis = self._client(socket_timeout=5.0)
+        self.redis = self._client(socket_timeout=5.0, pool_size=POOL_SIZE)
         self._append = self.redis.register_script(APPEND_LUA)
         self._leave = self.redis.register_script(LEAVE_LUA)
         # Redis clock minus ours, in ms, measured by the heartbeat (deadlines are Redis time).
@@ -143,16 +147,21 @@ class Broker:
         self.last_seen = 0.0
         self.stopping = False
 
-    def _client(self, socket_timeout: float | None) -> Redis:
+    def _client(self, socket_timeout: float | None, pool_size: int | None = None) -> Redis:
         # One quick retry heals a pooled connection broken by a Redis restart; more would
         # only make `unavailable` slow while Redis is down (see PITFALLS.md).
-        return Redis.from_url(
-            self.settings.redis_url,
+        options: dict[str, Any] = dict(
             decode_responses=True,
             socket_connect_timeout=1.0,
             socket_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
         )
+        if pool_size is None:
+            return Redis.from_url(self.settings.redis_url, **options)
+        # A bounded pool: bursts (hundreds of clients leaving at once) wait for a connection
+        # instead of opening one each, which then stayed open for ever.
+        return Redis.from_pool(BlockingConnectionPool.from_url(
+            self.settings.redis_url, max_connections=pool_size, timeout=POOL_WAIT, **options))
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
