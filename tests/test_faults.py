@@ -215,6 +215,41 @@ async def test_redis_outage_unavailable_then_recovery_with_catch_up(make_cluster
         assert [m["text"] for m in await cl.messages(1)] == ["from the paused one"]
 
 
+async def test_redis_frozen_unavailable_means_not_stored(make_cluster, room):
+    """Redis stops answering without closing anything (SIGSTOP: a stalled host, a long fork).
+    A send must still be answered `unavailable` within a few seconds, and since that answer
+    promises "neither stored nor delivered", the command Redis runs late must do nothing."""
+    c = make_cluster(2)
+    r = redis.Redis.from_url(c.redis.url)
+    a = await ChatClient.connect(c[0].ws_url)
+    b = await ChatClient.connect(c[1].ws_url)
+    await a.join(room, "A")
+    await b.join(room, "B")
+    loop = asyncio.get_running_loop()
+    c.redis.signal(signal.SIGSTOP)
+    try:
+        t0 = loop.time()
+        await a.say(room, "into the freeze", client_id="f-1")
+        err = await a.expect("error", timeout=6)
+        waited = loop.time() - t0
+        assert (err["code"], err["ref"]) == ("unavailable", "f-1")
+        assert waited < 4.5, f"`unavailable` took {waited:.1f} s"
+        await ping(a)  # the connection itself is fine
+        status, body = await asyncio.to_thread(http_get, c[1].http_url + "/healthz")
+        assert status == 503 and body["redis"] == "down"
+    finally:
+        c.redis.signal(signal.SIGCONT)
+    # Redis now runs the queued command, past its deadline: it must store and send nothing.
+    await a.say(room, "after the thaw", client_id="f-2")
+    got = await b.messages(1, timeout=10)
+    assert [m["text"] for m in got] == ["after the thaw"]
+    assert [t for _, t in stream_texts(r, room)] == ["after the thaw"]
+    assert [m["text"] for m in await a.messages(1)] == ["after the thaw"]
+    assert [f for f in await b.quiet(0.5) if f["type"] == "message"] == []
+    for inst in c.instances:
+        await wait_for_health(inst, 200, timeout=10)
+
+
 # ---------------------------------------------------------------- 2. SIGKILL
 async def test_instance_sigkilled_mid_traffic(make_cluster, room):
     c = make_cluster(3)
