@@ -143,8 +143,11 @@ class Hub:
             return None
         if room.last_id is not None:
             starts = [room.last_id]
-        elif room.live:
-            starts = [(0, 0)]  # live since an empty history: everything stored since is new to them
+        elif room.live or room.pending:
+            # Live since an empty history, or joining with a history read we cannot see (it
+            # may predate the subscription): everything stored may be new to them. Joiners
+            # buffer it, and `finish_join` keeps only what follows their history.
+            starts = [(0, 0)]
         else:
             starts = []
         starts.extend(room.catching.values())

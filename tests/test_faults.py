@@ -20,6 +20,7 @@ import redis
 from websockets.exceptions import ConnectionClosed
 
 from client import ChatClient, id_key
+from cluster import RedisProcess
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -248,6 +249,52 @@ async def test_redis_frozen_unavailable_means_not_stored(make_cluster, room):
     assert [f for f in await b.quiet(0.5) if f["type"] == "message"] == []
     for inst in c.instances:
         await wait_for_health(inst, 200, timeout=10)
+
+
+class Collecting:
+    """A hub receiver that keeps the frames it is given."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.frames: list[dict] = []
+
+    def deliver(self, frame: str) -> None:
+        self.frames.append(json.loads(frame))
+
+
+async def test_catch_up_covers_a_join_in_flight(tmp_path, room):
+    """G2 and G5 together, at the one moment they meet: a join whose history was read before
+    this instance's subscriber (re)subscribed, but which completes after the catch-up ran.
+    What was stored in between is neither in its history nor ever published to this
+    instance again: only the catch-up can deliver it. (Found by the soak test, on clients
+    reconnecting to an instance that was starting; replayed here step by step, with the
+    same calls `Session._join` and the subscriber make, on a real Redis.)"""
+    from quart_chat.broker import Broker
+    from quart_chat.config import Settings
+    from quart_chat.rooms import Hub
+
+    proc = RedisProcess(tmp_path).start()
+    hub = Hub()
+    here = Broker(Settings(redis_url=proc.url, instance="here"), hub)
+    there = Broker(Settings(redis_url=proc.url, instance="there"), Hub())
+    try:
+        await there.append(room, "W", "m0", None)
+        joiner = Collecting(here.node + "|1")
+        hub.begin_join(joiner, room)  # Session._join: register, then read history
+        result, _created = await here.join(room, "R", joiner.key, None)
+        assert [json.loads(m)["text"] for m in result.history] == ["m0"]
+        await there.append(room, "W", "m1", None)  # stored before this instance subscribes
+        await here._catch_up()  # the subscriber has just (re)subscribed
+        hub.finish_join(joiner, room, result.last)  # the join completes
+        await there.append(room, "W", "m2", None)
+        [(sid, fields)] = (await there.redis.xrange(f"chat:history:{room}"))[2:]
+        payload = '{"id":"%s","origin":"there",%s' % (sid, fields["data"][1:])
+        Broker._on_message(hub, payload)  # m2 arrives live through pub/sub
+        assert [f["text"] for f in joiner.frames if f["type"] == "message"] == ["m1", "m2"]
+    finally:
+        await here.redis.aclose()
+        await there.redis.aclose()
+        proc.stop()
 
 
 # ---------------------------------------------------------------- 2. SIGKILL

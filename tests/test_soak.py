@@ -66,6 +66,7 @@ class SoakClient:
         self.joins: dict[str, asyncio.Future] = {}
         self.reader: asyncio.Task | None = None
         self.stopping = False
+        self.dropped_at: float | None = None
 
     async def connect(self, since: bool = False) -> None:
         self.ws = await asyncio.wait_for(websockets.connect(self.inst.ws_url, max_size=None), 10)
@@ -107,6 +108,7 @@ class SoakClient:
 
     async def _reconnect(self) -> None:
         self.drops += 1
+        self.dropped_at = time.time()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self.stopping:
             try:
@@ -184,13 +186,18 @@ async def test_soak(make_cluster, room):
             next_at += tick
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
+    wall: dict[str, float] = {}
+
     async def faults() -> dict:
         times = {}
         await asyncio.sleep(REDIS_RESTART_AT)
+        wall["redis_stop"] = time.time()
         await asyncio.to_thread(c.redis.restart, REDIS_DOWN_FOR)
         times["redis_restarted"] = loop.time() - t_traffic
+        wall["redis_back"] = time.time()
         await asyncio.sleep(KILL_AT - REDIS_RESTART_AT - REDIS_DOWN_FOR)
         times["killed"] = loop.time() - t_traffic
+        wall["kill"] = time.time()
         await asyncio.to_thread(c[VICTIM].kill)
         await asyncio.sleep(1.0)  # its clients find it gone for a while
         await asyncio.to_thread(c[VICTIM].start)
@@ -228,8 +235,17 @@ async def test_soak(make_cluster, room):
     # Every acknowledged message is stored, under the id its echo carried.
     for cid, sid in acked.items():
         assert cid in stored_by_cid and stored_by_cid[cid][1] == sid, cid
-    # Nothing refused as `unavailable` was stored.
-    assert not refused & set(stored_by_cid), sorted(refused & set(stored_by_cid))[:5]
+    # Nothing refused as `unavailable` was stored, with one exception Redis itself causes:
+    # on SIGTERM it runs the commands it has already read, persists them and exits before
+    # writing their replies. Such a message is stored and delivered to everyone, its sender
+    # included (so a client can tell by its client_id), though the sender was told
+    # `unavailable`. It takes a command landing in Redis's last event-loop pass: rare.
+    refused_but_stored = sorted(refused & set(stored_by_cid))
+    by_idx = {cl.idx: cl for cl in clients}
+    for cid in refused_but_stored:
+        rm, sid = stored_by_cid[cid]
+        assert sid in by_idx[int(cid.split("-")[0])].received[rm], cid
+    assert len(refused_but_stored) <= 3, refused_but_stored
     # Every stored message is a real one of ours, once.
     assert len(stored_by_cid) == total
     for rm, entries in streams.items():
@@ -242,7 +258,18 @@ async def test_soak(make_cluster, room):
     dropped = [cl for cl in clients if cl.drops > 0]
     for cl in clients:
         for rm in cl.rooms:
-            assert cl.received[rm] == [sid for sid, _ in streams[rm]], (cl.idx, rm, cl.drops)
+            want = [sid for sid, _ in streams[rm]]
+            if cl.received[rm] != want:
+                got = cl.received[rm]
+                missing = sorted(set(want) - set(got), key=id_key)
+                extra = sorted(set(got) - set(want), key=id_key)
+                dups = [x for x in set(got) if got.count(x) > 1]
+                pos = next(i for i, (a, b) in enumerate(zip(got + [None] * len(want), want)) if a != b)
+                sender = {sid: d["client_id"] for sid, d in streams[rm]}
+                raise AssertionError(
+                    f"client {cl.idx} on {cl.inst.name} (drops {cl.drops} at {cl.dropped_at}) room {rm}: "
+                    f"missing {[(m, sender.get(m)) for m in missing]} extra {extra} dups {dups} first diff at {pos}: "
+                    f"got {got[max(0, pos - 2):pos + 3]} want {want[max(0, pos - 2):pos + 3]}; faults {wall}")
         assert cl.errors == [], cl.errors[:3]
     victims = [cl for cl in clients if cl.inst is c[VICTIM]]
     assert all(cl.drops >= 1 and cl.recovered == cl.drops for cl in victims)
@@ -281,6 +308,7 @@ async def test_soak(make_cluster, room):
         "clients": CLIENTS, "rooms": ROOMS, "memberships": CLIENTS * ROOMS_PER_CLIENT,
         "connect_seconds": round(connect_seconds, 1), "traffic_seconds": round(traffic_seconds, 1),
         "sent": sent, "acked": len(acked), "refused_unavailable": len(refused), "stored": total,
+        "refused_but_stored": refused_but_stored,
         "deliveries": sum(len(v) for cl in clients for v in cl.received.values()),
         "dropped_clients": len(dropped), "fault_times": {k: round(v, 1) for k, v in fault_times.items()},
         "rss_mb_idle": mb(rss_idle), "rss_mb_connected": mb(rss_connected), "rss_mb_after": mb(rss_after),
