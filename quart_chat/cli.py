@@ -21,7 +21,7 @@ import redis
 
 from .app import redact
 from .config import Settings
-from .embedded import data_dir, start_redis
+from .embedded import data_dir, start_redis, stop_group
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -49,20 +49,6 @@ def wait_healthy(url: str, timeout: float = 20.0) -> bool:
             pass
         time.sleep(0.2)
     return False
-
-
-def stop_group(proc: subprocess.Popen, timeout: float = 8.0) -> None:
-    """SIGTERM a child's process group, then SIGKILL whatever is left."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 3.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def demo(args: argparse.Namespace) -> int:

