@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import re
@@ -74,7 +75,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     async def start_broker() -> None:
         _configure_logging()
         logging.getLogger("quart_chat").info(
-            "instance %s using Redis at %s", settings.instance, redact(settings.redis_url)
+            "instance %s using Redis at %s (event loop: %s)", settings.instance,
+            redact(settings.redis_url), type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
         pass_sigterm_to_supervisor()
         ignore_shutdown_cancellations()

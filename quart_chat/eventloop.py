@@ -17,10 +17,17 @@ import sys
 OFF = ("0", "false", "no", "off")
 
 
+def _run_by_hypercorn() -> bool:
+    # Quart imports hypercorn itself, so sys.modules says nothing; the command line does
+    # (multiprocessing hands the parent's argv to Hypercorn's spawned worker).
+    argv0 = sys.argv[0] if sys.argv else ""
+    return os.path.basename(argv0) == "hypercorn" or argv0.endswith(os.path.join("hypercorn", "__main__.py"))
+
+
 def prefer_uvloop(environ: dict[str, str] | None = None) -> bool:
     """Make new event loops uvloop's, under Hypercorn only; returns whether it did."""
     env = os.environ if environ is None else environ
-    if env.get("CHAT_UVLOOP", "").strip().lower() in OFF or "hypercorn" not in sys.modules:
+    if env.get("CHAT_UVLOOP", "").strip().lower() in OFF or not _run_by_hypercorn():
         return False
     try:
         asyncio.get_running_loop()
