@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     @app.before_serving
     async def start_broker() -> None:
+        """Start the subscriber and heartbeat before the first connection."""
         _configure_logging()
         logging.getLogger("quart_chat").info(
             "instance %s using Redis at %s (event loop: %s)", settings.instance,
@@ -87,10 +88,12 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     @app.after_serving
     async def stop_broker() -> None:
+        """Stop background work and remove this instance's members."""
         await broker.stop()
 
     @app.after_request
     async def security_headers(response: Response) -> Response:
+        """Add CSP, nosniff, Referrer-Policy and frame denial to every answer."""
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response

@@ -125,6 +125,7 @@ class _Pull:
         self._receive = receive
 
     async def get(self) -> str | bytes | None:
+        """The next inbound message; a disconnect unwinds the view as a cancellation."""
         while True:
             event = await self._receive()
             kind = event["type"]

@@ -39,6 +39,8 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Join:
+    """Join ``room`` as ``user`` (None: keep the connection's name), from ``since`` if given."""
+
     room: str
     user: str | None
     since: StreamId | None
@@ -46,11 +48,15 @@ class Join:
 
 @dataclass(frozen=True, slots=True)
 class Leave:
+    """Leave ``room``."""
+
     room: str
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """Send ``text`` to ``room``; ``client_id`` is echoed back to match the sender's copy."""
+
     room: str
     text: str
     client_id: str | None
@@ -58,6 +64,8 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    """Ask for a ``pong``."""
+
     pass
 
 

@@ -151,6 +151,7 @@ class QueueOutbox:
         self.closed = False
 
     def put(self, text: str) -> bool:
+        """Queue one frame; False when the queue is full (a client too slow)."""
         if self._task is None:  # created on first use: idle connections cost no task
             self._task = asyncio.get_running_loop().create_task(self._pump())
         try:
@@ -165,6 +166,7 @@ class QueueOutbox:
             await send(await queue.get())
 
     def close(self) -> None:
+        """Stop the writer task; nothing more is sent."""
         self.closed = True
         if self._task is not None:
             self._task.cancel()
