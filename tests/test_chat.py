@@ -186,9 +186,17 @@ async def test_rest_unknown_and_invalid_room(cluster):
     assert status == 400 and body["error"]["code"] == "invalid_room"
 
 
-async def test_healthz(cluster):
+async def test_healthz(cluster, room):
     status, body = get_json(cluster[1].http_url + "/healthz")
-    assert status == 200 and body == {"status": "ok", "instance": cluster[1].name, "redis": "ok"}
+    assert status == 200
+    assert (body["status"], body["instance"], body["redis"]) == ("ok", cluster[1].name, "ok")
+    client = await ChatClient.connect(cluster[1].ws_url)
+    await client.join(room, "Probe")
+    status, body = get_json(cluster[1].http_url + "/healthz")
+    assert body["connections"] >= 1
+    # Under Hypercorn over HTTP/1.1 every connection takes the direct outbound path: an upgrade
+    # of Hypercorn or wsproto that silently falls back to the slow path fails here.
+    assert body["direct"] == body["connections"]
 
 
 async def test_stream_is_capped_and_gap_reported(make_cluster, room):

@@ -8,6 +8,7 @@ from ..app import get_chat
 from ..broker import Unavailable
 from ..history import parse_page_args
 from ..protocol import ProtocolError, dumps, validate_room
+from ..wire import DirectOutbox
 
 bp = Blueprint("api", __name__)
 
@@ -50,9 +51,12 @@ async def history(name: str) -> Response | tuple[Response, int]:
 
 @bp.get("/healthz")
 async def healthz() -> tuple[Response, int]:
-    """200 while Redis answers and the subscriber is alive, else 503."""
+    """200 while Redis answers and the subscriber is alive, else 503; with connection counts."""
     chat = get_chat()
     ok = await chat.broker.health()
+    sessions = list(chat.hub.receivers)
     body = {"status": "ok" if ok else "degraded", "instance": chat.settings.instance,
-            "redis": "ok" if ok else "down"}
+            "redis": "ok" if ok else "down", "connections": len(sessions),
+            # Connections on the direct outbound path (wire.py); the rest use the ASGI fallback.
+            "direct": sum(isinstance(getattr(s, "outbox", None), DirectOutbox) for s in sessions)}
     return jsonify(body), 200 if ok else 503
