@@ -31,6 +31,11 @@ from .ratelimit import SlidingWindow
 from .rooms import Hub
 
 CLOSE_TOO_SLOW = 1013
+# Joins cost Redis round trips and may create rooms that every client hears of, so one
+# connection gets a bounded number of rooms and of joins (a page re-joins all its rooms at
+# once after a reconnect, hence the same figure for both).
+MAX_ROOMS = 100
+JOIN_WINDOW = 10.0
 _ids = itertools.count(1)
 
 
@@ -47,7 +52,7 @@ class Outbox(Protocol):
 class Session:
     """A connected client: its user name, its rooms, its outbound queue and its rate limit."""
 
-    __slots__ = ("key", "user", "rooms", "outbox", "limiter", "close_code", "on_abort",
+    __slots__ = ("key", "user", "rooms", "outbox", "limiter", "join_limiter", "close_code", "on_abort",
                  "_settings", "_hub", "_broker", "__weakref__")
 
     def __init__(self, settings: Settings, hub: Hub, broker: Broker, outbox: Outbox,
@@ -57,6 +62,7 @@ class Session:
         self.rooms: set[str] = set()
         self.outbox = outbox
         self.limiter = SlidingWindow(settings.rate_count, settings.rate_seconds)
+        self.join_limiter = SlidingWindow(MAX_ROOMS, JOIN_WINDOW)
         self.close_code: int | None = None
         self.on_abort = on_abort
         self._settings = settings
@@ -114,6 +120,10 @@ class Session:
             raise ProtocolError("invalid_user", f"this connection is already {self.user!r}", "join")
         user = self.user or user
         rejoin = cmd.room in self.rooms
+        if not rejoin and len(self.rooms) >= MAX_ROOMS:
+            raise ProtocolError("rate_limited", f"a connection may be in at most {MAX_ROOMS} rooms", "join")
+        if not self.join_limiter.allow():
+            raise ProtocolError("rate_limited", f"at most {MAX_ROOMS} joins in {JOIN_WINDOW:g} s", "join")
         self._hub.begin_join(self, cmd.room)
         try:
             result, _created = await self._broker.join(cmd.room, user, self.key, cmd.since)

@@ -509,3 +509,19 @@ async def test_logs_never_show_the_redis_password(make_cluster, tmp_path, room):
             assert wrong not in text, f"{name} shows the (wrong) Redis password"
     finally:
         rp.stop()
+
+
+async def test_rooms_per_connection_are_bounded(cluster, room):
+    """Joins create rooms every client hears of: one connection gets at most MAX_ROOMS of them."""
+    from quart_chat.session import MAX_ROOMS
+
+    r = redis.Redis.from_url(cluster.redis.url)
+    c = await ChatClient.connect(cluster[0].ws_url)
+    for n in range(MAX_ROOMS):
+        await c.join(f"{room}_{n}", "Collector")
+    await c.send({"type": "join", "room": f"{room}_extra"})
+    await expect_error(c, "rate_limited", "join")
+    assert r.zscore("chat:rooms", f"{room}_extra") is None  # refused means not created
+    await c.send({"type": "join", "room": f"{room}_0"})  # the join budget is spent too
+    await expect_error(c, "rate_limited", "join")
+    await still_usable(c)
