@@ -1,5 +1,5 @@
 """Property test: random frames thrown at a real `Session` wired to a real `Broker` on a real
-redis-server (no mocks, no fakeredis).
+redis-server (nothing stands in for Redis).
 
 For every frame: `handle()` never raises; the frame gets exactly one reply (`joined`, `left`,
 `pong`) or one `error` with a known code and the `ref` PROTOCOL.md prescribes, except an
