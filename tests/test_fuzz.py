@@ -275,7 +275,9 @@ async def run_session(conf, hub, broker, frames: list, record: bool = True) -> N
     session = Session(conf, hub, broker, outbox)
     hub.attach(session)
     model = Model()
-    seen_echoes: set[str] = set()
+    # Stream ids are unique within a room only: two rooms' messages stored in the same
+    # millisecond both get "<ms>-0".
+    seen_echoes: set[tuple[str, str]] = set()
     try:
         for raw in frames:
             allowed, ref, details = model.expect(raw)
@@ -287,8 +289,8 @@ async def run_session(conf, hub, broker, frames: list, record: bool = True) -> N
             if details.get("reply") == "message":
                 assert replies == [], (raw, replies)
                 echo = await _wait_echo(outbox, start, details, model.user)
-                assert echo["user"] == model.user and echo["id"] not in seen_echoes
-                seen_echoes.add(echo["id"])
+                assert echo["user"] == model.user and (echo["room"], echo["id"]) not in seen_echoes
+                seen_echoes.add((echo["room"], echo["id"]))
                 continue
             assert len(replies) == 1, (raw, replies)
             [reply] = replies
