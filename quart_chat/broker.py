@@ -213,8 +213,8 @@ class Broker:
             raise Unavailable("Redis answered after the send deadline; the message was not stored")
 
     # ------------------------------------------------------------ rooms and members
-    async def join(self, room: str, user: str, key: str, since: StreamId | None) -> tuple[JoinResult, bool]:
-        """Record the room and the member, read history and members; return (result, created)."""
+    async def join(self, room: str, user: str, key: str, since: StreamId | None) -> JoinResult:
+        """Record the room and the member, read history and members, announce what is new."""
         now = now_ms()
         hkey = history_key(room)
         # MULTI/EXEC: reading the members and adding this one must not interleave with a
@@ -249,7 +249,7 @@ class Broker:
         await self._publish_quietly(*events)
         last = parse_stream_id(entries[-1][0]) if entries else None
         members = self._live_members({**before, key: user}, alive)
-        return JoinResult(_entries_json(entries), last, members, gap), created
+        return JoinResult(_entries_json(entries), last, members, gap)
 
     def _live_members(self, members_raw: dict[str, str], alive: list[str]) -> list[str]:
         nodes = set(alive)

@@ -95,13 +95,6 @@ class Hub:
         if not room:
             del self.rooms[name]
 
-    def members(self, name: str) -> list[Receiver]:
-        """Every local connection in ``name``, joined or joining."""
-        room = self.rooms.get(name)
-        if room is None:
-            return []
-        return [*room.live, *room.catching, *room.pending]
-
     # ------------------------------------------------------------ fan-out
     def dispatch(self, name: str, sid: StreamId, frame: str) -> None:
         """Deliver one message frame to the room's local members, once each and in id order."""

@@ -103,7 +103,7 @@ class Session:
                                       _ref(command)))
 
     async def _message(self, cmd: Message) -> None:
-        ref = cmd.client_id if cmd.client_id is not None else "message"
+        ref = _ref(cmd)
         if cmd.room not in self.rooms:
             raise ProtocolError("not_joined", f"join room {cmd.room!r} before sending to it", ref)
         if not self.limiter.allow():
@@ -126,7 +126,7 @@ class Session:
             raise ProtocolError("rate_limited", f"at most {MAX_ROOMS} joins in {JOIN_WINDOW:g} s", "join")
         self._hub.begin_join(self, cmd.room)
         try:
-            result, _created = await self._broker.join(cmd.room, user, self.key, cmd.since)
+            result = await self._broker.join(cmd.room, user, self.key, cmd.since)
         except BaseException:
             if not rejoin:
                 self._hub.remove(self, cmd.room)

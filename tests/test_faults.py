@@ -281,7 +281,7 @@ async def test_catch_up_covers_a_join_in_flight(tmp_path, room):
         await there.append(room, "W", "m0", None)
         joiner = Collecting(here.node + "|1")
         hub.begin_join(joiner, room)  # Session._join: register, then read history
-        result, _created = await here.join(room, "R", joiner.key, None)
+        result = await here.join(room, "R", joiner.key, None)
         assert [json.loads(m)["text"] for m in result.history] == ["m0"]
         await there.append(room, "W", "m1", None)  # stored before this instance subscribes
         await here._catch_up()  # the subscriber has just (re)subscribed

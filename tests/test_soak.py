@@ -8,7 +8,6 @@ Run alone with ``pytest -m soak``; it is part of the default run too.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import random
 import time
