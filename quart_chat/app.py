@@ -6,7 +6,8 @@ import asyncio
 import gc
 import logging
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from quart import Quart, Response, current_app
 
@@ -36,6 +37,10 @@ class Chat:
     settings: Settings
     hub: Hub
     broker: Broker
+    # Open WebSockets by client address (CHAT_MAX_CONNECTIONS_PER_IP); addresses with none are dropped.
+    per_ip: dict[str, int] = field(default_factory=dict)
+    # Handshakes refused before the upgrade, by reason.
+    refused: Counter[str] = field(default_factory=Counter)
 
 
 def get_chat() -> Chat:
@@ -44,8 +49,21 @@ def get_chat() -> Chat:
 
 
 def redact(url: str) -> str:
-    """A Redis URL with its password hidden, fit for logs."""
-    return re.sub(r"(//[^:@/]*:)[^@/]*@", r"\1***@", url)
+    """A Redis URL with its password hidden, fit for logs: in the userinfo (which may hold
+    any character, '/' and '@' included) and in a ``password=`` query parameter."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***"
+    # The query starts at the first "?name=" (a password may hold '?', '@' and '/').
+    m = re.search(r"\?[A-Za-z_]+=", rest)
+    rest, query = (rest[:m.start()], rest[m.start() + 1:]) if m else (rest, None)
+    at = rest.rfind("@")
+    if at != -1:
+        user, colon, _password = rest[:at].partition(":")
+        rest = f"{user}{':***' if colon else ''}@{rest[at + 1:]}"
+    if query is not None:
+        rest += "?" + "&".join("password=***" if p.lower().startswith("password=") else p for p in query.split("&"))
+    return f"{scheme}://{rest}"
 
 
 def _configure_logging() -> None:

@@ -1,115 +1,60 @@
-"""Everything this instance says to Redis (PROTOCOL.md section 2), and the subscriber loop.
+"""This instance's link to Redis, as the sessions and routes see it.
 
-Keys and channels:
-
-- ``chat:messages`` / ``chat:room-notifications``: pub/sub, one subscriber per instance;
-- ``chat:history:<room>``: the room's capped stream, appended by `APPEND_LUA` together
-  with the publish, so stream order is delivery order on every instance;
-- ``chat:rooms``: sorted set of rooms by creation time;
-- ``chat:history-trimmed:<room>``: set once the stream has lost entries to the cap
-  (Redis 6.2 cannot tell which IDs a trim removed; see `history.has_gap`);
-- ``chat:members:<room>``: hash ``<node>|<session>`` -> user name;
-- ``chat:instances``: sorted set of live nodes by last heartbeat (ms), and
-  ``chat:instance-rooms:<node>``: the rooms a node has members in, so that any instance
-  can clear the members of a node that died without saying goodbye.
+The pieces live in their own modules: `store` (key names, scripts, the client),
+`subscriber` (pub/sub and its catch-up) and `presence` (heartbeat and janitor). The
+`Broker` holds one of each and offers what a connection needs: send, join, leave, read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
-import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Coroutine
 
-import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import Settings
 from .history import has_gap
-from .protocol import StreamId, dumps, format_stream_id, message_frame, message_json, parse_stream_id
+from .presence import Presence
+from .protocol import StreamId, dumps, format_stream_id, message_json, parse_stream_id
 from .rooms import Hub
+from .store import (
+    ACTIVITY,
+    APPEND_LUA,
+    EXPIRE_LUA,
+    INSTANCES,
+    JOIN_LUA,
+    LEAVE_LUA,
+    MESSAGES,
+    NOTIFICATIONS,
+    POOL_SIZE,
+    ROOMS,
+    UNREACHABLE,
+    Unavailable,
+    history_key,
+    make_client,
+    members_key,
+    node_rooms_key,
+    now_ms,
+    sent_key,
+    trimmed_key,
+)
+from .subscriber import Subscriber
+
+__all__ = ["Broker", "JoinResult", "LimitExceeded", "Sent", "Unavailable"]
 
 log = logging.getLogger("quart_chat.broker")
-
-MESSAGES = "chat:messages"
-NOTIFICATIONS = "chat:room-notifications"
-ROOMS = "chat:rooms"
-INSTANCES = "chat:instances"
-CATCHUP_BATCH = 500
-PING_EVERY = 2.0
-SILENT_AFTER = 6.0
-
-# Append and publish in one atomic step; remember when the cap first trims the stream.
-# A script that only runs after its deadline (Redis was frozen, the sender already told
-# `unavailable`) does nothing, so `unavailable` always means "neither stored nor sent".
-APPEND_LUA = """
-local t = redis.call('TIME')
-if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[4]) then return false end
-local before = redis.call('XLEN', KEYS[1])
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
-if redis.call('XLEN', KEYS[1]) <= before then redis.call('SET', KEYS[2], '1') end
-redis.call('PUBLISH', KEYS[3], '{"id":"' .. id .. '","origin":' .. ARGV[3] .. ',' .. string.sub(ARGV[2], 2))
-return id
-"""
-
-# Remove one member; announce `user_left` only when that name has no other connection in
-# the room, and only once (HDEL's count tells which caller removed it).
-LEAVE_LUA = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-for _, name in ipairs(redis.call('HVALS', KEYS[1])) do
-  if name == ARGV[2] then return 1 end
-end
-redis.call('PUBLISH', KEYS[2], ARGV[3])
-return 2
-"""
 
 # How long a send may wait for Redis; the script refuses to run later than APPEND_BUDGET.
 APPEND_BUDGET = 2.0
 APPEND_TIMEOUT = 3.0
-
-# The command client's connections to Redis, and how long a command may wait for one.
-POOL_SIZE = 50
-POOL_WAIT = 2.0
-
-# Errors that mean "Redis cannot be reached", as opposed to a bug or a bad command.
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+JOIN_TIMEOUT = 3.0
 
 
-def history_key(room: str) -> str:
-    """The stream that holds a room's messages."""
-    return f"chat:history:{room}"
-
-
-def trimmed_key(room: str) -> str:
-    """The flag set once a room's stream has been trimmed."""
-    return f"chat:history-trimmed:{room}"
-
-
-def members_key(room: str) -> str:
-    """The hash of who is in a room, on every instance."""
-    return f"chat:members:{room}"
-
-
-def node_rooms_key(node: str) -> str:
-    """The set of rooms in which ``node`` has members."""
-    return f"chat:instance-rooms:{node}"
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
-
-
-class Unavailable(Exception):
-    """Redis cannot be reached: nothing was stored or delivered."""
+class LimitExceeded(Exception):
+    """A cap of the whole deployment (CHAT_MAX_ROOMS) refused the request; nothing was created."""
 
 
 @dataclass(slots=True)
@@ -122,12 +67,26 @@ class JoinResult:
     gap: bool
 
 
-def _entries_json(entries: list[tuple[str, dict[str, str]]]) -> list[str]:
-    return [message_json(sid, fields["data"]) for sid, fields in entries]
+@dataclass(slots=True)
+class Sent:
+    """A stored message: its id, whether it was stored before (G8), and `WAIT`'s verdict."""
+
+    id: str
+    duplicate: bool
+    durable: bool | None = None
+
+
+def _entries_json(entries: list[Any]) -> list[str]:
+    # A script returns each field map as a flat list, a command as a dict.
+    out = []
+    for sid, fields in entries:
+        data = fields["data"] if isinstance(fields, dict) else fields[fields.index("data") + 1]
+        out.append(message_json(sid, data))
+    return out
 
 
 class Broker:
-    """This instance's link to Redis: commands, the subscriber, presence and its heartbeat."""
+    """Commands, the subscriber and presence of one instance, over one pooled client."""
 
     def __init__(self, settings: Settings, hub: Hub) -> None:
         self.settings = settings
@@ -136,39 +95,23 @@ class Broker:
         # not revive the members its previous run left behind.
         self.node = f"{settings.instance}#{secrets.token_hex(4)}"
         self._origin = dumps(settings.instance)
-        self.redis = self._client(socket_timeout=5.0, pool_size=POOL_SIZE)
+        self.redis = make_client(settings.redis_url, socket_timeout=5.0, pool_size=POOL_SIZE)
         self._append = self.redis.register_script(APPEND_LUA)
-        self._leave = self.redis.register_script(LEAVE_LUA)
-        # Redis clock minus ours, in ms, measured by the heartbeat (deadlines are Redis time).
-        self.clock_offset = 0
+        self._join = self.redis.register_script(JOIN_LUA)
+        self.subscriber = Subscriber(settings.redis_url, hub, self.redis)
+        self.presence = Presence(settings, self.redis, self.node, self.redis.register_script(LEAVE_LUA),
+                                 self.redis.register_script(EXPIRE_LUA))
         self._tasks: list[asyncio.Task] = []
         self._cleanups: set[asyncio.Task] = set()
-        self.subscribed = False
-        self.last_seen = 0.0
         self.stopping = False
-
-    def _client(self, socket_timeout: float | None, pool_size: int | None = None) -> Redis:
-        # One quick retry heals a pooled connection broken by a Redis restart; more would
-        # only make `unavailable` slow while Redis is down (see PITFALLS.md).
-        options: dict[str, Any] = dict(
-            decode_responses=True,
-            socket_connect_timeout=1.0,
-            socket_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
-        )
-        if pool_size is None:
-            return Redis.from_url(self.settings.redis_url, **options)
-        # A bounded pool: bursts (hundreds of clients leaving at once) wait for a connection
-        # instead of opening one each, which then stayed open for ever.
-        return Redis.from_pool(BlockingConnectionPool.from_url(
-            self.settings.redis_url, max_connections=pool_size, timeout=POOL_WAIT, **options))
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Start the subscriber and the heartbeat; neither needs Redis to be up yet."""
+        """Start the subscriber, heartbeat and janitor; none needs Redis to be up yet."""
         self._tasks = [
-            asyncio.create_task(self._subscribe_forever(), name="chat-subscriber"),
-            asyncio.create_task(self._heartbeat_forever(), name="chat-heartbeat"),
+            asyncio.create_task(self.subscriber.run(), name="chat-subscriber"),
+            asyncio.create_task(self.presence.heartbeat_forever(), name="chat-heartbeat"),
+            asyncio.create_task(self.presence.janitor_forever(), name="chat-janitor"),
         ]
 
     async def stop(self) -> None:
@@ -180,13 +123,13 @@ class Broker:
         if self._cleanups:
             await asyncio.wait(self._cleanups, timeout=2.0)
         try:
-            await asyncio.wait_for(self._clear_node(self.node), 2.0)
+            await asyncio.wait_for(self.presence.clear_node(self.node), 2.0)
         except (*UNREACHABLE, RedisError):
             log.warning("could not remove this instance's members from Redis; others will after %ss",
                         self.settings.dead_after_seconds)
         await self.redis.aclose()
 
-    def spawn_cleanup(self, coro: Any) -> None:
+    def spawn_cleanup(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background (e.g. leave-on-disconnect) and keep it referenced."""
         if self.stopping:  # `stop` clears every member of this node in one sweep instead
             coro.close()
@@ -196,57 +139,60 @@ class Broker:
         task.add_done_callback(self._cleanups.discard)
 
     # ------------------------------------------------------------ messages
-    async def append(self, room: str, user: str, text: str, client_id: str | None) -> None:
-        """Store a message in its room's stream and publish it, atomically."""
+    async def append(self, room: str, user: str, text: str, client_id: str | None) -> Sent:
+        """Store a message in its room's stream and publish it, atomically, once per client_id (G8)."""
         data: dict[str, Any] = {"room": room, "user": user, "text": text, "ts": now_ms()}
         if client_id is not None:
             data["client_id"] = client_id
-        deadline = data["ts"] + self.clock_offset + int(APPEND_BUDGET * 1000)
+        deadline = data["ts"] + self.presence.clock_offset + int(APPEND_BUDGET * 1000)
+        keys = [history_key(room), trimmed_key(room), MESSAGES,
+                "" if client_id is None else sent_key(room, user, client_id), ACTIVITY]
+        args = [self.settings.history_maxlen, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room]
+        wait = self.settings.redis_wait_replicas
         try:
-            sid = await asyncio.wait_for(self._append(
-                keys=[history_key(room), trimmed_key(room), MESSAGES],
-                args=[self.settings.history_maxlen, dumps(data), self._origin, deadline],
-            ), APPEND_TIMEOUT)
+            if wait:
+                # WAIT cannot run inside a script: the pipeline sends it right behind, on the
+                # same connection, so it covers this write (PROTOCOL.md section 8).
+                pipe = self.redis.pipeline(transaction=False)
+                await self._append(keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", wait, self.settings.redis_wait_ms)
+                reply, acked = await asyncio.wait_for(pipe.execute(), APPEND_TIMEOUT + wait / 1000)
+            else:
+                reply = await asyncio.wait_for(self._append(keys=keys, args=args), APPEND_TIMEOUT)
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
-        if sid is None:
+        if reply is None:
             raise Unavailable("Redis answered after the send deadline; the message was not stored")
+        return Sent(reply[0], bool(reply[1]), (acked >= wait) if wait else None)
 
     # ------------------------------------------------------------ rooms and members
     async def join(self, room: str, user: str, key: str, since: StreamId | None) -> JoinResult:
-        """Record the room and the member, read history and members, announce what is new."""
-        now = now_ms()
-        hkey = history_key(room)
-        # MULTI/EXEC: reading the members and adding this one must not interleave with a
-        # leave of the same name, or `user_joined` could be lost.
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(ROOMS, {room: now}, nx=True)
-        pipe.hgetall(members_key(room))
-        pipe.hset(members_key(room), key, user)
-        pipe.sadd(node_rooms_key(self.node), room)
+        """Record the room (within CHAT_MAX_ROOMS) and the member, read history and members."""
+        s = self.settings
         if since is None:
-            pipe.xrevrange(hkey, "+", "-", count=self.settings.history_on_join or 1)
+            mode, arg = "last", s.history_on_join or 1
         else:
-            pipe.xrange(hkey, "(" + format_stream_id(since), "+")
-            pipe.xrange(hkey, "-", "+", count=1)
-            pipe.exists(trimmed_key(room))
-        pipe.zrangebyscore(INSTANCES, now - int(self.settings.dead_after_seconds * 1000), "+inf")
+            mode, arg = "since", format_stream_id(since)
+        cutoff = now_ms() - int(s.dead_after_seconds * 1000)
         try:
-            results = await pipe.execute()
+            reply = await asyncio.wait_for(self._join(
+                keys=[ROOMS, members_key(room), node_rooms_key(self.node), history_key(room), trimmed_key(room),
+                      INSTANCES, ACTIVITY, NOTIFICATIONS],
+                args=[room, key, user, s.max_rooms, mode, arg, cutoff, dumps(user), dumps(key), self._origin],
+            ), JOIN_TIMEOUT)
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
-        created, before, alive = results[0] == 1, results[1], results[-1]
+        self.presence.orphans.pop((room, key), None)  # an earlier failed join of it is healed
+        if reply is None:
+            raise LimitExceeded(f"this server holds at most {s.max_rooms} rooms")
+        _created, before_flat, entries, oldest, trimmed, alive = reply
         if since is None:
-            entries = results[4][::-1] if self.settings.history_on_join else []
+            entries = entries[::-1] if s.history_on_join else []
             gap = False
         else:
-            entries, oldest, trimmed = results[4], results[5], results[6]
             oldest_id = parse_stream_id(oldest[0][0]) if oldest else None
             gap = has_gap(since, oldest_id, bool(trimmed))
-        events = [self._event("room_created", room, now)] if created else []
-        if user not in before.values():  # a second tab of the same name is no news
-            events.append(self._event("user_joined", room, now, user=user, session=key))
-        await self._publish_quietly(*events)
+        before = dict(zip(before_flat[::2], before_flat[1::2]))
         last = parse_stream_id(entries[-1][0]) if entries else None
         members = self._live_members({**before, key: user}, alive)
         return JoinResult(_entries_json(entries), last, members, gap)
@@ -259,45 +205,37 @@ class Broker:
     async def leave(self, room: str, user: str, key: str) -> None:
         """Remove a member from a room and tell the others."""
         try:
-            await self._remove_member(room, key, user)
+            await self.presence.remove(room, key, user)
         except UNREACHABLE as err:
+            self.presence.forget_later(room, key, user)
             raise Unavailable(str(err)) from err
 
     async def leave_all(self, rooms: list[str], user: str, key: str) -> None:
-        """Leave every room of a closed connection; a Redis outage leaves it to the janitor."""
+        """Leave every room of a closed connection; what Redis refuses now, the janitor retries."""
         for room in rooms:
             try:
-                await self.leave(room, user, key)
-            except (Unavailable, RedisError):
-                log.info("could not record that %s left %s; the janitor will", user, room)
-                return
-
-    def _event(self, kind: str, room: str, ts: int, **extra: str) -> str:
-        return dumps({"type": kind, "room": room, **extra, "ts": ts, "origin": self.settings.instance})
-
-    async def _remove_member(self, room: str, field: str, user: str) -> None:
-        payload = self._event("user_left", room, now_ms(), user=user, session=field)
-        await self._leave(keys=[members_key(room), NOTIFICATIONS], args=[field, user, payload])
-
-    async def _publish_quietly(self, *payloads: str) -> None:
-        if not payloads:
-            return
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for payload in payloads:
-                pipe.publish(NOTIFICATIONS, payload)
-            await pipe.execute()
-        except UNREACHABLE:
-            log.warning("could not publish a room notification: Redis unreachable")
+                await self.presence.remove(room, key, user)
+            except (*UNREACHABLE, RedisError):
+                self.presence.forget_later(room, key, user)
 
     # ------------------------------------------------------------ REST reads
-    async def rooms(self) -> list[dict[str, Any]]:
-        """Every room ever created, oldest first."""
+    async def rooms(self, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None] | None:
+        """A page of rooms in creation order after room ``after``, and the next page's ``after``.
+
+        None when ``after`` names no room.
+        """
         try:
-            pairs = await self.redis.zrange(ROOMS, 0, -1, withscores=True)
+            start = 0
+            if after is not None:
+                rank = await self.redis.zrank(ROOMS, after)
+                if rank is None:
+                    return None
+                start = rank + 1
+            pairs = await self.redis.zrange(ROOMS, start, start + limit, withscores=True)
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
-        return [{"name": name, "created": int(score)} for name, score in pairs]
+        page = [{"name": name, "created": int(score)} for name, score in pairs[:limit]]
+        return page, (page[-1]["name"] if len(pairs) > limit else None)
 
     async def history_page(self, room: str, limit: int, before: StreamId | None) -> tuple[list[str], bool] | None:
         """The newest ``limit`` messages older than ``before``, oldest first, and whether more exist.
@@ -323,125 +261,4 @@ class Broker:
             await asyncio.wait_for(self.redis.ping(), 2.0)
         except (*UNREACHABLE, RedisError):
             return False
-        return self.subscribed and time.monotonic() - self.last_seen < SILENT_AFTER
-
-    # ------------------------------------------------------------ subscriber
-    async def _subscribe_forever(self) -> None:
-        delay = 0.1
-        while True:
-            client = self._client(socket_timeout=None)
-            pubsub = client.pubsub()
-            try:
-                await self._subscribe(pubsub)
-                log.info("subscribed to %s and %s", MESSAGES, NOTIFICATIONS)
-                delay = 0.1
-                await self._catch_up()
-                await self._read(pubsub)
-            except (*UNREACHABLE, RedisError) as err:
-                if self.subscribed or delay == 0.1:
-                    log.warning("Redis subscriber lost (%s); reconnecting", err or type(err).__name__)
-            finally:
-                self.subscribed = False
-                await asyncio.gather(pubsub.aclose(), client.aclose(), return_exceptions=True)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
-
-    async def _subscribe(self, pubsub: Any) -> None:
-        await pubsub.subscribe(MESSAGES, NOTIFICATIONS)
-        confirmed = 0
-        deadline = time.monotonic() + 5.0
-        while confirmed < 2:
-            msg = await pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-            if msg is None:
-                raise RedisTimeoutError("no subscribe confirmation from Redis")
-            if msg["type"] == "subscribe":
-                confirmed += 1
-        self.subscribed = True
-        self.last_seen = time.monotonic()
-
-    async def _catch_up(self) -> None:
-        """Deliver what was stored while this instance was not subscribed (PROTOCOL.md G5)."""
-        for room in list(self.hub.rooms):
-            start = self.hub.catchup_from(room)
-            while start is not None:
-                entries = await self.redis.xrange(
-                    history_key(room), "(" + format_stream_id(start), "+", count=CATCHUP_BATCH
-                )
-                for sid, fields in entries:
-                    parsed = parse_stream_id(sid)
-                    self.hub.dispatch(room, parsed, message_frame(message_json(sid, fields["data"])))
-                start = parse_stream_id(entries[-1][0]) if len(entries) == CATCHUP_BATCH else None
-
-    async def _read(self, pubsub: Any) -> None:
-        next_ping = time.monotonic() + PING_EVERY
-        hub = self.hub
-        while True:
-            msg = await pubsub.get_message(timeout=1.0)
-            now = time.monotonic()
-            if msg is not None:
-                self.last_seen = now
-                if msg["type"] == "message":
-                    if msg["channel"] == MESSAGES:
-                        self._on_message(hub, msg["data"])
-                    else:
-                        self._on_notification(hub, msg["data"])
-            if now >= next_ping:
-                await pubsub.ping()
-                next_ping = now + PING_EVERY
-            if now - self.last_seen > SILENT_AFTER:
-                raise RedisTimeoutError("subscriber heard nothing from Redis, not even PONG")
-
-    @staticmethod
-    def _on_message(hub: Hub, payload: str) -> None:
-        try:
-            head = orjson.loads(payload)
-            room, sid = head["room"], parse_stream_id(head["id"])
-        except (ValueError, KeyError, TypeError):
-            log.error("ignoring a malformed payload on %s: %.200s", MESSAGES, payload)
-            return
-        if sid is not None:
-            hub.dispatch(room, sid, message_frame(payload))
-
-    @staticmethod
-    def _on_notification(hub: Hub, payload: str) -> None:
-        try:
-            event = orjson.loads(payload)
-            kind, room = event["type"], event["room"]
-        except (ValueError, KeyError, TypeError):
-            log.error("ignoring a malformed payload on %s: %.200s", NOTIFICATIONS, payload)
-            return
-        if kind == "room_created":
-            hub.notify_all(payload)
-        elif kind in ("user_joined", "user_left"):
-            hub.notify_room(room, payload, skip=event.get("session"))
-
-    # ------------------------------------------------------------ presence
-    async def _heartbeat_forever(self) -> None:
-        while True:
-            try:
-                before = now_ms()
-                seconds, micros = await self.redis.time()
-                after = now_ms()
-                self.clock_offset = seconds * 1000 + micros // 1000 - (before + after) // 2
-                await self.redis.zadd(INSTANCES, {self.node: after})
-                await self._sweep_dead_nodes()
-            except (*UNREACHABLE, RedisError) as err:
-                log.debug("heartbeat failed: %s", err)
-            await asyncio.sleep(self.settings.heartbeat_seconds)
-
-    async def _sweep_dead_nodes(self) -> None:
-        cutoff = now_ms() - int(self.settings.dead_after_seconds * 1000)
-        for node in await self.redis.zrangebyscore(INSTANCES, "-inf", cutoff):
-            log.info("instance %s stopped heartbeating; removing its members", node)
-            await self._clear_node(node)
-
-    async def _clear_node(self, node: str) -> None:
-        """Remove every member ``node`` recorded, announcing each as ``user_left``."""
-        prefix = node + "|"
-        for room in await self.redis.smembers(node_rooms_key(node)):
-            members = await self.redis.hgetall(members_key(room))
-            for field, user in members.items():
-                if field.startswith(prefix):
-                    await self._remove_member(room, field, user)
-        await self.redis.delete(node_rooms_key(node))
-        await self.redis.zrem(INSTANCES, node)
+        return self.subscriber.live

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
 from typing import Mapping
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(ValueError):
@@ -42,6 +45,37 @@ def parse_origins(raw: str) -> frozenset[str]:
     return frozenset(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
 
 
+def parse_networks(raw: str) -> tuple[IPNetwork, ...]:
+    """Parse ``CHAT_TRUSTED_PROXIES``: comma-separated addresses or CIDRs."""
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise SettingsError(f"CHAT_TRUSTED_PROXIES: {item!r} is not an address or CIDR") from None
+    return tuple(networks)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of one instance; see PROTOCOL.md section 1 for the meaning of each."""
@@ -56,7 +90,18 @@ class Settings:
     rate_seconds: float = 10.0
     send_queue: int = 1000
     allowed_origins: frozenset[str] = frozenset()
-    # How often this instance proves it is alive, and when others may call it dead.
+    max_rooms: int = 10000
+    room_ttl: int = 30 * 24 * 3600  # seconds; 0 keeps rooms for ever
+    max_connections_per_ip: int = 50  # 0: no cap
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    redis_wait_replicas: int = 0
+    redis_wait_ms: int = 500
+    log_format: str = "text"
+    # G8: how long a (room, user, client_id) is remembered; PROTOCOL.md says 10 minutes.
+    dedupe_seconds: int = 600
+    # The direct outbound path of `wire` (CHAT_FAST_PATH=0: the portable ASGI path only).
+    fast_path: bool = True
+    # How often this this instance proves it is alive, and when others may call it dead.
     heartbeat_seconds: float = 5.0
     dead_after_seconds: float = 15.0
 
@@ -77,4 +122,13 @@ class Settings:
             rate_seconds=rate_seconds,
             send_queue=_int(env, "CHAT_SEND_QUEUE", 1000),
             allowed_origins=parse_origins(env.get("CHAT_ALLOWED_ORIGINS", "")),
+            max_rooms=_int(env, "CHAT_MAX_ROOMS", 10000),
+            room_ttl=_int(env, "CHAT_ROOM_TTL", defaults.room_ttl, minimum=0),
+            max_connections_per_ip=_int(env, "CHAT_MAX_CONNECTIONS_PER_IP", 50, minimum=0),
+            trusted_proxies=parse_networks(env.get("CHAT_TRUSTED_PROXIES", "")),
+            redis_wait_replicas=_int(env, "CHAT_REDIS_WAIT_REPLICAS", 0, minimum=0),
+            redis_wait_ms=_int(env, "CHAT_REDIS_WAIT_MS", 500),
+            log_format=_choice(env, "CHAT_LOG_FORMAT", "text", ("text", "json")),
+            dedupe_seconds=_int(env, "CHAT_DEDUPE_SECONDS", 600),
+            fast_path=_flag(env, "CHAT_FAST_PATH", True),
         )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .protocol import ProtocolError, StreamId, parse_stream_id
+from .protocol import ProtocolError, StreamId, parse_stream_id, validate_room
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
+MAX_ROOMS_PAGE = 1000
 
 
 def has_gap(since: StreamId, oldest_retained: StreamId | None, trimmed: bool) -> bool:
@@ -22,15 +23,24 @@ def has_gap(since: StreamId, oldest_retained: StreamId | None, trimmed: bool) ->
     return oldest_retained is None or since < oldest_retained
 
 
+def _limit(args: Mapping[str, str], default: int, most: int) -> int:
+    raw = args.get("limit")
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
+        raise ProtocolError("bad_request", f"limit must be a whole number from 1 to {most}")
+    return int(raw)
+
+
+def parse_rooms_args(args: Mapping[str, str]) -> tuple[int, str | None]:
+    """Validate ``limit`` (1-1000, default 1000) and ``after`` (a room name) of ``GET /rooms``."""
+    after = args.get("after")
+    return _limit(args, MAX_ROOMS_PAGE, MAX_ROOMS_PAGE), None if after is None else validate_room(after)
+
+
 def parse_page_args(args: Mapping[str, str]) -> tuple[int, StreamId | None]:
     """Validate ``limit`` (1-500, default 50) and ``before`` (a stream id) of a history request."""
-    raw_limit = args.get("limit")
-    if raw_limit is None:
-        limit = DEFAULT_PAGE
-    else:
-        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_PAGE:
-            raise ProtocolError("bad_request", f"limit must be a whole number from 1 to {MAX_PAGE}")
-        limit = int(raw_limit)
+    limit = _limit(args, DEFAULT_PAGE, MAX_PAGE)
     raw_before = args.get("before")
     before = None
     if raw_before is not None:

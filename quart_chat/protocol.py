@@ -239,6 +239,14 @@ def encode_joined(room: str, user: str, history_json: list[str], members: list[s
     return f'{head[:-1]},"history":[{",".join(history_json)}]}}'
 
 
+def encode_ack(client_id: str, sid: str, durable: bool | None = None) -> str:
+    """The ``ack`` frame telling a sender its message is stored under ``sid``."""
+    frame: dict[str, Any] = {"type": "ack", "client_id": client_id, "id": sid}
+    if durable is not None:
+        frame["durable"] = durable
+    return dumps(frame)
+
+
 def message_json(sid: str, data: bytes | str) -> str:
     """A stored message object (``data`` field, without ``id``) with its ``id`` put first."""
     if isinstance(data, bytes):
@@ -247,7 +255,15 @@ def message_json(sid: str, data: bytes | str) -> str:
 
 
 def message_frame(payload: bytes | str) -> str:
-    """Turn a ``chat:messages`` payload (a JSON object) into the ``message`` frame clients get."""
+    """Turn a ``chat:messages`` payload (a JSON object) into the ``message`` frame clients get.
+
+    The publishing instance's ``origin`` is the payload's last field (see `store.APPEND_LUA`)
+    and is cut off: clients never see instance names. ``,"origin":`` cannot occur inside a
+    JSON string (its quote would be escaped), so the last occurrence is the field.
+    """
     if isinstance(payload, bytes):
         payload = payload.decode()
+    cut = payload.rfind(',"origin":')
+    if cut != -1:
+        payload = payload[:cut] + "}"
     return '{"type":"message",' + payload[1:]

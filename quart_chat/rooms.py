@@ -8,9 +8,15 @@ delivers meanwhile, and is switched to live delivery in one step.
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+import asyncio
+from typing import Awaitable, Callable, Iterable, Protocol, TypeVar
 
 from .protocol import StreamId
+
+T = TypeVar("T")
+# Catch-up waits for clients to read a batch while any of them has more than this pending.
+DRAIN_BELOW = 200
+DRAIN_WAIT = 5.0
 
 
 class Receiver(Protocol):
@@ -20,6 +26,9 @@ class Receiver(Protocol):
 
     def deliver(self, frame: str) -> None:
         """Queue one encoded frame for the client without waiting."""
+
+    def backlog(self) -> int:
+        """Frames queued for the client and not yet handed to its socket."""
 
 
 class Room:
@@ -96,13 +105,16 @@ class Hub:
             del self.rooms[name]
 
     # ------------------------------------------------------------ fan-out
-    def dispatch(self, name: str, sid: StreamId, frame: str) -> None:
-        """Deliver one message frame to the room's local members, once each and in id order."""
+    def dispatch(self, name: str, sid: StreamId, frame: str) -> bool:
+        """Deliver one message frame to the room's local members, once each and in id order.
+
+        Returns False when the room has no local member or the message was delivered already.
+        """
         room = self.rooms.get(name)
         if room is None:
-            return
+            return False
         if room.last_id is not None and sid <= room.last_id:
-            return  # already delivered (catch-up and live pub/sub may overlap)
+            return False  # already delivered (catch-up and live pub/sub may overlap)
         room.last_id = sid
         for receiver in room.live:
             receiver.deliver(frame)
@@ -114,6 +126,21 @@ class Hub:
                     receiver.deliver(frame)
         for buffer in room.pending.values():
             buffer.append((sid, frame))
+        return True
+
+    async def drained(self) -> None:
+        """Wait (a bounded time) until no local client has more than `DRAIN_BELOW` frames queued.
+
+        A catch-up after a long break reads thousands of messages in a burst; handing them
+        out batch by batch at the pace clients read keeps a healthy client under its send
+        queue's limit, so it is not dropped as too slow (1013) for Redis's hiccup.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_WAIT
+        while loop.time() < deadline:
+            if all(r.backlog() <= DRAIN_BELOW for r in self.receivers):
+                return
+            await asyncio.sleep(0.02)
 
     def notify_room(self, name: str, frame: str, skip: str | None = None) -> None:
         """Send a member event to the room's joined members, except the connection ``skip``."""
@@ -128,6 +155,31 @@ class Hub:
         """Send an event to every connection of this instance."""
         for receiver in list(self.receivers):
             receiver.deliver(frame)
+
+    async def join(self, receiver: Receiver, name: str, read: Callable[[], Awaitable[T]],
+                   reply: Callable[[T], StreamId | None]) -> T:
+        """Join ``receiver`` to ``name`` without gap or duplicate (G2).
+
+        Live messages are buffered from before ``read`` fetches the history until ``reply``
+        (which sends the ``joined`` frame and returns its history's last id) has run; the
+        buffer then hands over to live delivery, all in one event-loop step. On failure the
+        receiver is out of the room again, unless it was in it before.
+        """
+        already = self.is_member(receiver, name)
+        self.begin_join(receiver, name)
+        try:
+            result = await read()
+        except BaseException:
+            if not already:
+                self.remove(receiver, name)
+            raise
+        self.finish_join(receiver, name, reply(result))
+        return result
+
+    def is_member(self, receiver: Receiver, name: str) -> bool:
+        """True when ``receiver`` gets ``name``'s messages (live or catching up)."""
+        room = self.rooms.get(name)
+        return room is not None and (receiver in room.live or receiver in room.catching)
 
     def catchup_from(self, name: str) -> StreamId | None:
         """Where a catch-up read of ``name`` must start so no local member misses anything."""

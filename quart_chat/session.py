@@ -13,7 +13,7 @@ from typing import Callable, Protocol
 
 from redis.exceptions import RedisError
 
-from .broker import Broker, Unavailable
+from .broker import Broker, JoinResult, LimitExceeded, Unavailable
 from .config import Settings
 from .protocol import (
     PONG,
@@ -22,6 +22,7 @@ from .protocol import (
     Message,
     Ping,
     ProtocolError,
+    encode_ack,
     encode_error,
     encode_joined,
     encode_left,
@@ -47,6 +48,9 @@ class Outbox(Protocol):
 
     def close(self) -> None:
         """Drop what is pending and send nothing more."""
+
+    def backlog(self) -> int:
+        """Frames queued and not yet written to the socket."""
 
 
 class Session:
@@ -75,6 +79,10 @@ class Session:
         if self.close_code is None and not self.outbox.put(frame):
             self.abort(CLOSE_TOO_SLOW)
 
+    def backlog(self) -> int:
+        """Frames queued for the client and not yet written to its socket."""
+        return self.outbox.backlog()
+
     def abort(self, code: int) -> None:
         """Mark the connection for closing with ``code``; the view does the closing."""
         if self.close_code is None:
@@ -98,6 +106,8 @@ class Session:
                 self.deliver(PONG)
         except ProtocolError as err:
             self.deliver(err.frame())
+        except LimitExceeded as err:
+            self.deliver(encode_error("limit_exceeded", str(err), _ref(command)))
         except (Unavailable, RedisError):
             self.deliver(encode_error("unavailable", "the message store is unreachable; nothing was sent",
                                       _ref(command)))
@@ -109,7 +119,9 @@ class Session:
         if not self.limiter.allow():
             s = self._settings
             raise ProtocolError("rate_limited", f"at most {s.rate_count} messages in {s.rate_seconds:g} s", ref)
-        await self._broker.append(cmd.room, self.user, cmd.text, cmd.client_id)
+        sent = await self._broker.append(cmd.room, self.user, cmd.text, cmd.client_id)
+        if cmd.client_id is not None:
+            self.deliver(encode_ack(cmd.client_id, sent.id, sent.durable))
 
     async def _join(self, cmd: Join) -> None:
         user = cmd.user
@@ -124,17 +136,20 @@ class Session:
             raise ProtocolError("rate_limited", f"a connection may be in at most {MAX_ROOMS} rooms", "join")
         if not self.join_limiter.allow():
             raise ProtocolError("rate_limited", f"at most {MAX_ROOMS} joins in {JOIN_WINDOW:g} s", "join")
-        self._hub.begin_join(self, cmd.room)
+        room = cmd.room
+
+        def reply(result: JoinResult) -> tuple[int, int] | None:
+            self.user = user
+            self.rooms.add(room)
+            self.deliver(encode_joined(room, user, result.history, result.members, result.gap))
+            return result.last
+
         try:
-            result = await self._broker.join(cmd.room, user, self.key, cmd.since)
-        except BaseException:
-            if not rejoin:
-                self._hub.remove(self, cmd.room)
+            await self._hub.join(self, room, lambda: self._broker.join(room, user, self.key, cmd.since), reply)
+        except Unavailable:
+            if not rejoin:  # it may have been recorded with the reply lost: no member may stay behind
+                self._broker.presence.forget_later(room, self.key, user)
             raise
-        self.user = user
-        self.rooms.add(cmd.room)
-        self.deliver(encode_joined(cmd.room, user, result.history, result.members, result.gap))
-        self._hub.finish_join(self, cmd.room, result.last)
 
     async def _leave(self, cmd: Leave) -> None:
         if cmd.room not in self.rooms:

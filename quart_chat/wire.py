@@ -123,6 +123,10 @@ class DirectOutbox:
             self._drainer = None
         self.flush()
 
+    def backlog(self) -> int:
+        """Frames waiting for the socket to drain."""
+        return len(self._out)
+
     def close(self) -> None:
         """Drop whatever is pending; nothing more is written."""
         self.closed = True
@@ -164,6 +168,10 @@ class QueueOutbox:
         queue, send = self._queue, self._send
         while True:
             await send(await queue.get())
+
+    def backlog(self) -> int:
+        """Frames waiting for the writer task."""
+        return self._queue.qsize()
 
     def close(self) -> None:
         """Stop the writer task; nothing more is sent."""

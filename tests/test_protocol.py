@@ -21,7 +21,10 @@ from quart_chat.protocol import (
     parse_stream_id,
 )
 from quart_chat.ratelimit import SlidingWindow
-from quart_chat.blueprints.ws import _frame_too_big, origin_allowed
+from quart_chat.app import redact
+from quart_chat.blueprints.ws import _frame_too_big
+from quart_chat.config import parse_networks
+from quart_chat.forwarded import client_address, origin_allowed, request_origin
 
 
 def parse(obj) -> object:
@@ -168,20 +171,61 @@ def test_settings_defaults_and_env():
         Settings.from_env({"CHAT_MAX_TEXT": "lots"})
 
 
-@pytest.mark.parametrize("origin, host, allowed, ok", [
-    (None, "h:3000", frozenset(), True),
-    ("http://h:3000", "h:3000", frozenset(), True),
-    ("http://H:3000/", "h:3000", frozenset(), True),
-    ("http://h:3001", "h:3000", frozenset(), False),
-    ("http://evil.example", "h:3000", frozenset(), False),
-    ("https://h", "h:443", frozenset(), True),
-    ("null", "h:3000", frozenset(), False),
-    ("http://evil.example", "h:3000", frozenset({"http://evil.example"}), True),
-    ("http://evil.example", "h:3000", frozenset({"*"}), True),
-    ("http://h:99999", "h:3000", frozenset(), False),
+@pytest.mark.parametrize("origin, scheme, host, allowed, ok", [
+    (None, "http", "h:3000", frozenset(), True),
+    ("http://h:3000", "http", "h:3000", frozenset(), True),
+    ("http://H:3000/", "http", "h:3000", frozenset(), True),
+    ("http://h:3001", "http", "h:3000", frozenset(), False),
+    ("http://evil.example", "http", "h:3000", frozenset(), False),
+    ("https://h", "https", "h:443", frozenset(), True),
+    ("https://h", "https", "h", frozenset(), True),
+    ("http://h", "http", "h", frozenset(), True),
+    ("http://h:80", "http", "h", frozenset(), True),
+    # A Host without a port means the scheme's default port, not "any port".
+    ("http://chat.example.com:8081", "http", "chat.example.com", frozenset(), False),
+    ("https://h", "http", "h", frozenset(), False),
+    ("http://h:443", "https", "h", frozenset(), False),
+    ("null", "http", "h:3000", frozenset(), False),
+    ("http://evil.example", "http", "h:3000", frozenset({"http://evil.example"}), True),
+    ("http://evil.example", "http", "h:3000", frozenset({"*"}), True),
+    ("http://h:99999", "http", "h:3000", frozenset(), False),
 ])
-def test_origin_rule(origin, host, allowed, ok):
-    assert origin_allowed(origin, host, allowed) is ok
+def test_origin_rule(origin, scheme, host, allowed, ok):
+    assert origin_allowed(origin, scheme, host, allowed) is ok
+
+
+PROXY = parse_networks("10.0.0.5, 192.168.0.0/24")
+
+
+@pytest.mark.parametrize("peer, xff, expected", [
+    ("203.0.113.9", "1.2.3.4", "203.0.113.9"),          # not a proxy: its headers are ignored
+    ("10.0.0.5", "1.2.3.4", "1.2.3.4"),
+    ("10.0.0.5", "6.6.6.6, 1.2.3.4", "1.2.3.4"),        # the left part is the client's to forge
+    ("10.0.0.5", "1.2.3.4, 192.168.0.7", "1.2.3.4"),    # trusted hops are skipped
+    ("10.0.0.5", "", "10.0.0.5"),
+    ("10.0.0.5", "garbage", "10.0.0.5"),
+])
+def test_client_address_behind_trusted_proxies(peer, xff, expected):
+    assert client_address(peer, {"X-Forwarded-For": xff} if xff else {}, PROXY) == expected
+
+
+def test_forwarded_origin_only_from_trusted_proxies():
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "chat.example.com"}
+    assert request_origin("ws", "10.0.0.5:3000", "10.0.0.5", headers, PROXY) == ("https", "chat.example.com")
+    assert request_origin("ws", "h:3000", "203.0.113.9", headers, PROXY) == ("http", "h:3000")
+    assert request_origin("wss", "h", "203.0.113.9", {}, PROXY) == ("https", "h")
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("redis://:s3cret@h:6379/0", "s3cret"),
+    ("redis://:se/cr@et@h:6379/0", "se/cr@et"),
+    ("redis://user:pw@h/0?password=other&db=1", "other"),
+    ("redis://h/0?Password=a@b/c", "a@b/c"),
+    ("redis+sentinel://:pw@h1:26379,h2:26379/0/mymaster", ":pw@"),
+])
+def test_redact_hides_every_password(url, secret):
+    assert secret not in redact(url)
+    assert redact(url).startswith(url.split("://")[0] + "://")
 
 
 def test_frame_size_is_utf8_bytes():

@@ -6,7 +6,7 @@ from quart import Blueprint, Response, jsonify, request
 
 from ..app import get_chat
 from ..broker import Unavailable
-from ..history import parse_page_args
+from ..history import parse_page_args, parse_rooms_args
 from ..protocol import ProtocolError, dumps, validate_room
 from ..wire import DirectOutbox
 
@@ -30,9 +30,13 @@ async def unavailable(_err: Unavailable) -> tuple[Response, int]:
 
 
 @bp.get("/rooms")
-async def rooms() -> Response:
-    """Every room ever created, with its creation time in ms."""
-    return jsonify({"rooms": await get_chat().broker.rooms()})
+async def rooms() -> Response | tuple[Response, int]:
+    """A page of rooms in creation order; ``next`` is the ``after`` of the following page."""
+    limit, after = parse_rooms_args(request.args)
+    page = await get_chat().broker.rooms(limit, after)
+    if page is None:
+        return _error(404, "not_found", f"no room named {after!r} (it may have been removed)")
+    return jsonify({"rooms": page[0], "next": page[1]})
 
 
 @bp.get("/rooms/<name>/history")

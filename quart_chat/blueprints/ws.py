@@ -7,43 +7,23 @@ contexts but drops the extra task and queue Quart adds per connection.
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit
+import logging
 
 from quart import Blueprint, Response, websocket
 
 from ..app import get_chat
 from ..asgi import RAW_SEND
+from ..forwarded import client_address, is_loopback, origin_allowed, request_origin
 from ..session import CLOSE_TOO_SLOW, Session
 from ..wire import QueueOutbox, direct_outbox
 
 bp = Blueprint("ws", __name__)
+log = logging.getLogger("quart_chat.ws")
 
 PATH = "/ws"
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_TIMEOUT = 1.0
-
-
-def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str]) -> bool:
-    """Allow non-browser clients (no Origin), same host:port, or a listed origin."""
-    if origin is None or "*" in allowed:
-        return True
-    origin = origin.strip().rstrip("/").lower()
-    if origin in allowed:
-        return True
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname or host is None:
-        return False
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return False
-    own = urlsplit("//" + host.strip().lower())
-    try:
-        own_port = own.port or port
-    except ValueError:
-        return False
-    return parts.hostname == own.hostname and port == own_port
 
 
 def _frame_too_big(data: str | bytes, limit: int) -> bool:
@@ -62,10 +42,23 @@ async def ws() -> Response | None:
     """One chat connection, as PROTOCOL.md section 4 describes."""
     chat = get_chat()
     settings = chat.settings
-    if not origin_allowed(websocket.headers.get("Origin"), websocket.headers.get("Host"),
-                          settings.allowed_origins):
+    headers = websocket.headers
+    peer = (websocket.scope.get("client") or (None,))[0]
+    trusted = settings.trusted_proxies
+    scheme, host = request_origin(websocket.scope.get("scheme", "ws"), headers.get("Host"), peer, headers, trusted)
+    if not origin_allowed(headers.get("Origin"), scheme, host, settings.allowed_origins):
         # Returned before anything accepts: Quart answers the handshake with this 403.
+        chat.refused["origin"] += 1
+        log.info("refused a WebSocket from origin %.100r for %.100r (403)", headers.get("Origin"), host)
         return Response("cross-origin WebSocket refused", status=403, content_type="text/plain")
+    address = client_address(peer, headers, trusted) or "?"
+    cap = settings.max_connections_per_ip
+    # Loopback is the machine itself: a local proxy not (yet) in CHAT_TRUSTED_PROXIES, the demo,
+    # a load test. Capping it would cap the whole instance at `cap` connections.
+    if cap and chat.per_ip.get(address, 0) >= cap and not is_loopback(address):
+        chat.refused["per_ip"] += 1
+        log.info("refused a WebSocket from %s: %d already open (CHAT_MAX_CONNECTIONS_PER_IP, 429)", address, cap)
+        return Response("too many connections from your address", status=429, content_type="text/plain")
     view = asyncio.current_task()
     await websocket.accept()
     # Straight to the socket under Hypercorn/HTTP 1.1; through Quart's send elsewhere.
@@ -75,6 +68,8 @@ async def ws() -> Response | None:
     chat.hub.attach(session)
     limit = settings.max_frame
     receive = websocket.receive
+    per_ip = chat.per_ip
+    per_ip[address] = per_ip.get(address, 0) + 1
     try:
         while True:
             data = await receive()
@@ -90,6 +85,8 @@ async def ws() -> Response | None:
         session.close_code = CLOSE_INTERNAL
         raise
     finally:
+        if (left := per_ip.pop(address) - 1) > 0:
+            per_ip[address] = left
         outbox.close()
         session.close()
         if session.close_code is not None:

@@ -1,0 +1,206 @@
+"""The Redis layout of PROTOCOL.md section 2: key names, the Lua scripts, the command client.
+
+Keys and channels:
+
+- ``chat:messages`` / ``chat:room-notifications``: pub/sub, one subscriber per instance;
+- ``chat:history:<room>``: the room's capped stream, appended by `APPEND_LUA` together
+  with the publish, so stream order is delivery order on every instance;
+- ``chat:rooms``: sorted set of rooms by creation time;
+- ``chat:room-activity``: sorted set of rooms by their last message, join or emptying, so
+  the janitor finds idle rooms (`CHAT_ROOM_TTL`) without scanning every room;
+- ``chat:history-trimmed:<room>``: set once the stream has lost entries to the cap
+  (Redis 6.2 cannot tell which IDs a trim removed; see `history.has_gap`);
+- ``chat:members:<room>``: hash ``<node>|<session>`` -> user name;
+- ``chat:sent:<room>:<len(user)>:<user><client_id>``: the id a client_id was stored under,
+  expiring after `CHAT_DEDUPE_SECONDS` (G8; the length prefix keeps user and id apart);
+- ``chat:instances``: sorted set of live nodes by last heartbeat (ms), and
+  ``chat:instance-rooms:<node>``: hash room -> how many of the node's members are in it,
+  so that any instance can clear the members of a node that died without saying goodbye,
+  and so that it shrinks again as members leave.
+
+Every write that must not interleave with another runs as one script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+MESSAGES = "chat:messages"
+NOTIFICATIONS = "chat:room-notifications"
+ROOMS = "chat:rooms"
+ACTIVITY = "chat:room-activity"
+INSTANCES = "chat:instances"
+
+# Errors that mean "Redis cannot be reached", as opposed to a bug or a bad command.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+
+
+class Unavailable(Exception):
+    """Redis cannot be reached: nothing was stored or delivered."""
+
+
+def history_key(room: str) -> str:
+    """The stream that holds a room's messages."""
+    return f"chat:history:{room}"
+
+
+def trimmed_key(room: str) -> str:
+    """The flag set once a room's stream has been trimmed."""
+    return f"chat:history-trimmed:{room}"
+
+
+def members_key(room: str) -> str:
+    """The hash of who is in a room, on every instance."""
+    return f"chat:members:{room}"
+
+
+def node_rooms_key(node: str) -> str:
+    """The hash room -> member count of ``node``'s members."""
+    return f"chat:instance-rooms:{node}"
+
+
+def sent_key(room: str, user: str, client_id: str) -> str:
+    """Where the id of ``user``'s message ``client_id`` in ``room`` is remembered (G8)."""
+    return f"chat:sent:{room}:{len(user)}:{user}{client_id}"
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+# Every script reads the Redis clock, so deadlines and activity times are one clock.
+_NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+# Append and publish in one atomic step (G1's order), unless the same user already sent
+# this client_id to this room (G8: answer with the first id, store and publish nothing).
+# A script that only runs after its deadline (Redis was frozen, the sender already told
+# `unavailable`) does nothing, so `unavailable` always means "neither stored nor sent".
+# The origin goes last in the payload so that subscribers can cut it off without parsing.
+# KEYS: stream, trimmed flag, channel, sent key ('' for none), activity
+# ARGV: maxlen, data JSON, origin JSON, deadline ms, dedupe seconds, room
+APPEND_LUA = _NOW + """
+if now > tonumber(ARGV[4]) then return false end
+if KEYS[4] ~= '' then
+  local first = redis.call('GET', KEYS[4])
+  if first then return {first, 1} end
+end
+local before = redis.call('XLEN', KEYS[1])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+if redis.call('XLEN', KEYS[1]) <= before then redis.call('SET', KEYS[2], '1') end
+if KEYS[4] ~= '' then redis.call('SET', KEYS[4], id, 'EX', ARGV[5]) end
+redis.call('ZADD', KEYS[5], now, ARGV[6])
+redis.call('PUBLISH', KEYS[3], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2, -2) .. ',"origin":' .. ARGV[3] .. '}')
+return {id, 0}
+"""
+
+# A join in one step: create the room if the deployment has room for it (CHAT_MAX_ROOMS,
+# checked here so two instances cannot both create the last one), add the member, read the
+# history and the members, and announce what is new. Returns false when the room would be
+# one too many; else {created, members before (flat HGETALL), entries, oldest, trimmed,
+# live nodes}. Reading the members and adding this one in one script means a leave of
+# the same name cannot interleave, so `user_joined` is never lost.
+# KEYS: rooms, members, node rooms, stream, trimmed flag, instances, activity, notifications
+# ARGV: room, field, user, max rooms, 'last'|'since', count|since id, alive cutoff ms,
+#       user JSON, session JSON, origin JSON
+JOIN_LUA = _NOW + """
+local created = 0
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return false end
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  created = 1
+  redis.call('PUBLISH', KEYS[8], '{"type":"room_created","room":"' .. ARGV[1] .. '","ts":' .. now .. ',"origin":' .. ARGV[10] .. '}')
+end
+local before = redis.call('HGETALL', KEYS[2])
+if redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) == 1 then
+  redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+end
+redis.call('ZADD', KEYS[7], now, ARGV[1])
+local known = false
+for i = 2, #before, 2 do
+  if before[i] == ARGV[3] then known = true break end
+end
+if not known then
+  redis.call('PUBLISH', KEYS[8], '{"type":"user_joined","room":"' .. ARGV[1] .. '","user":' .. ARGV[8] .. ',"ts":' .. now .. ',"session":' .. ARGV[9] .. ',"origin":' .. ARGV[10] .. '}')
+end
+local entries
+local oldest = {}
+local trimmed = 0
+if ARGV[5] == 'last' then
+  entries = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', ARGV[6])
+else
+  entries = redis.call('XRANGE', KEYS[4], '(' .. ARGV[6], '+')
+  oldest = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)
+  trimmed = redis.call('EXISTS', KEYS[5])
+end
+local alive = redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[7], '+inf')
+return {created, before, entries, oldest, trimmed, alive}
+"""
+
+# Remove one member; announce `user_left` only when that name has no other connection in
+# the room, and only once (HDEL's count tells which caller removed it). A room left empty
+# starts its idle time now.
+# KEYS: members, notifications, node rooms, activity   ARGV: field, user, payload, room
+LEAVE_LUA = _NOW + """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HINCRBY', KEYS[3], ARGV[4], -1) <= 0 then redis.call('HDEL', KEYS[3], ARGV[4]) end
+local names = redis.call('HVALS', KEYS[1])
+if #names == 0 then redis.call('ZADD', KEYS[4], now, ARGV[4]) end
+for _, name in ipairs(names) do
+  if name == ARGV[2] then return 1 end
+end
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 2
+"""
+
+# Remove a room that has had no member and no message since ARGV[1] (ms), with every key
+# it had, and tell every instance. Checked again here: a join or a message may have come
+# between the janitor's read and this script. A room that still has members is not idle.
+# KEYS: rooms, activity, members, stream, trimmed flag, notifications   ARGV: cutoff, room, origin JSON
+EXPIRE_LUA = _NOW + """
+local last = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if last and tonumber(last) > tonumber(ARGV[1]) then return 0 end
+if redis.call('HLEN', KEYS[3]) > 0 then
+  redis.call('ZADD', KEYS[2], now, ARGV[2])  -- in use: not idle, look again a TTL later
+  return 0
+end
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('PUBLISH', KEYS[6], '{"type":"room_removed","room":"' .. ARGV[2] .. '","ts":' .. now .. ',"origin":' .. ARGV[3] .. '}')
+return 1
+"""
+
+# The command client's connections to Redis, and how long a command may wait for one.
+POOL_SIZE = 50
+POOL_WAIT = 2.0
+
+
+def make_client(url: str, socket_timeout: float | None, pool_size: int | None = None,
+                retries: int = 1) -> Redis:
+    """A Redis client for ``url`` that fails fast while Redis is down (PITFALLS.md).
+
+    ``retries`` quick retries heal a pooled connection broken by a Redis restart; more
+    would only make `unavailable` slow. The subscriber takes none: a retry there would
+    reconnect and resubscribe behind its back (see `subscriber`).
+    """
+    options: dict[str, Any] = dict(
+        decode_responses=True,
+        socket_connect_timeout=1.0,
+        socket_timeout=socket_timeout,
+        retry=Retry(NoBackoff(), retries, (RedisConnectionError,)),
+    )
+    if pool_size is None:
+        return Redis.from_url(url, **options)
+    # A bounded pool: bursts (hundreds of clients leaving at once) wait for a connection
+    # instead of opening one each, which then stayed open for ever.
+    return Redis.from_pool(BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=POOL_WAIT,
+                                                           **options))
