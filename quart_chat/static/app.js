@@ -4,7 +4,6 @@
 
 (() => {
   // ---------------------------------------------------------------- constants
-  const WS_URL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
   const MAX_FRAME_BYTES = 16384;        // CHAT_MAX_FRAME default; bigger frames close the socket (1009)
   const PING_EVERY_MS = 25000;
   const STALE_AFTER_MS = 65000;         // nothing received for this long -> drop and reconnect
@@ -12,13 +11,17 @@
   const BACKOFF_CAP_MS = 10000;
   const STABLE_AFTER_MS = 5000;         // a connection open this long resets the backoff
   const HISTORY_PAGE = 50;
-  const TOAST_MS = 8000;
-  const MAX_TOASTS = 4;
+  const ROOMS_PAGE = 1000;              // GET /rooms?limit= (the server's maximum)
+  const ROOMS_MAX_PAGES = 1000;         // a bound on one pass over the paged room list
+  const TOAST_MS = 5000;
+  const MAX_TOASTS = 3;
   const AVATAR_COLORS = 10;
   const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+  const ID_RE = /^\d{1,20}-\d{1,20}$/;
   const CONTROL_RE = /\p{Cc}/u;
   const LS_USER = 'quart_chat.username';
-  const LS_ROOM = 'quart_chat.lastRoom';
+  const SESSION_KEY = 'quart_chat.session';   // sessionStorage (this tab) and localStorage (a new tab)
+  const TOKEN_KEY = 'quart_chat.token';       // sessionStorage: token mode (PROTOCOL.md section 9)
 
   const ERROR_TEXT = {
     rate_limited: "You're sending too fast — slow down",
@@ -27,9 +30,19 @@
     not_joined: "You're not in that room",
     invalid_room: 'Invalid room name — use 1–64 letters, digits, _ or -',
     invalid_user: 'Invalid name — 1–32 characters, no control characters, and it cannot change after your first join',
+    limit_exceeded: 'This server has reached its room limit — join an existing room',
+    forbidden: 'You are not allowed in that room',
     bad_json: 'The server could not read a request',
     bad_request: 'The server rejected a malformed request',
     unknown_type: 'The server did not understand a request',
+  };
+
+  // Short reasons shown on a refused message in the pending list.
+  const REFUSED_TEXT = {
+    rate_limited: 'sent too fast',
+    invalid_text: 'empty, too long or with invalid characters',
+    unavailable: 'server storage unavailable',
+    not_joined: 'not in this room',
   };
 
   const CLOSE_TEXT = {
@@ -77,14 +90,25 @@
     lastRecv: 0,
     closeNote: '',
     user: null,               // name confirmed by the server (joined.user)
+    token: null,              // token mode: the JWT this tab connects with
+    tokenName: null,          // ... and the name it carries
     rooms: new Map(),         // name -> Room
+    roomOrder: [],            // the Room objects in #rooms order (sorted by name)
     active: null,             // active room name
     joinQueue: [],            // room names whose join awaits a reply on the current socket (in order)
-    pending: new Map(),       // client_id -> {cid, room, text, state: queued|sent|failed, epoch, reason}
-    restored: new Map(),      // client_id -> text put back in the message box after an error
-    cidPrefix: 'c-' + Math.random().toString(36).slice(2, 8) + '-',
+    // Own messages not confirmed yet: client_id -> {cid, room, text, state, epoch, reason}.
+    // state: queued (waiting for a joined socket), sent (in flight), failed (refused: Retry/Edit/Discard).
+    // A message keeps its client_id until it is confirmed or dropped by the user: resending
+    // it is safe (PROTOCOL.md G8), so it is never shown twice.
+    pending: new Map(),
+    retired: new Map(),       // client_id -> text of messages the user edited away or discarded
+    cidPrefix: 'c-' + Math.random().toString(36).slice(2, 8) + Date.now().toString(36).slice(-4) + '-',
     cidCounter: 0,
     roomsLoaded: false,
+    roomsLoading: false,
+    roomsAgain: false,
+    roomsGen: 0,
+    saveTimer: null,
   };
 
   // ---------------------------------------------------------------- small utils
@@ -138,15 +162,57 @@
   function codePoints(s) { return [...s].length; }
 
   function validUser(name) {
-    const t = name.trim();
+    const t = String(name || '').trim();
     const n = codePoints(t);
     return n >= 1 && n <= 32 && !CONTROL_RE.test(t);
   }
 
   function lsGet(key) { try { return localStorage.getItem(key); } catch (e) { return null; } }
   function lsSet(key, v) { try { localStorage.setItem(key, v); } catch (e) { /* private mode */ } }
+  function ssGet(key) { try { return sessionStorage.getItem(key); } catch (e) { return null; } }
+  function ssSet(key, v) { try { sessionStorage.setItem(key, v); } catch (e) { /* private mode */ } }
 
   const encoder = new TextEncoder();
+
+  function plural(n, one, many) { return n + ' ' + (n === 1 ? one : many); }
+
+  // ---------------------------------------------------------------- token mode (section 9)
+  function decodeJwtName(token) {
+    try {
+      const part = token.split('.')[1];
+      const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+      const bin = atob(b64 + '==='.slice((b64.length + 3) % 4));
+      const json = new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+      const claims = JSON.parse(json);
+      return claims && typeof claims.name === 'string' && validUser(claims.name) ? claims.name.trim() : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function readToken() {
+    const m = /(?:^#|&)token=([^&]+)/.exec(location.hash || '');
+    if (m) {
+      let t = m[1];
+      try { t = decodeURIComponent(t); } catch (e) { /* keep it raw */ }
+      ssSet(TOKEN_KEY, t);
+      // Keep the token out of the address bar, the history and any copied link.
+      try { history.replaceState(null, '', location.pathname + location.search); } catch (e) { /* ignore */ }
+      return t;
+    }
+    return ssGet(TOKEN_KEY);
+  }
+
+  function wsUrl() {
+    const base = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
+    return state.token ? base + '?token=' + encodeURIComponent(state.token) : base;
+  }
+
+  function apiFetch(url) {
+    const headers = { Accept: 'application/json' };
+    if (state.token) headers.Authorization = 'Bearer ' + state.token;
+    return fetch(url, { cache: 'no-store', headers });
+  }
 
   // ---------------------------------------------------------------- rooms model
   function newRoom(name, created) {
@@ -163,13 +229,17 @@
     li.append(btn);
     return {
       name,
+      sortKey: name.toLowerCase(),
       created: Number(created) || 0,
+      known: false,           // the server listed or announced it (else: typed here, maybe not created)
+      seenGen: 0,             // last pass over GET /rooms (or room_created) that saw it
       wanted: false,          // the user wants to be in this room (joined or joining)
-      everJoined: false,      // a `joined` arrived at least once (so rejoin uses `since`)
+      everJoined: false,      // a `joined` arrived at least once on this page (so rejoin uses `since`)
+      restored: false,        // joined again after a reload: the first `joined` continues a session
       joinedEpoch: -1,        // socket epoch of the last `joined`
-      entries: [],            // {kind:'message', id, key, msg, el} | {kind:'notice', text, cls, el}
+      entries: [],            // {kind:'message', id, key, msg, el, local?} | {kind:'notice', text, cls, el}
       ids: new Set(),
-      lastId: null,
+      lastId: null,           // the newest id received from the server's ordered stream
       unread: 0,
       members: new Set(),     // user names (the server counts tabs: one name, one entry)
       hasMore: null,          // older history available? null = unknown
@@ -179,7 +249,27 @@
       scrollTop: 0,
       li,
       unreadEl: unread,
+      shownState: '',
     };
+  }
+
+  function cmpRooms(a, b) {
+    if (a.sortKey !== b.sortKey) return a.sortKey < b.sortKey ? -1 : 1;
+    if (a.name !== b.name) return a.name < b.name ? -1 : 1;
+    return 0;
+  }
+
+  // Index of the first room in state.roomOrder not before `room` (binary search).
+  function orderIndex(room) {
+    const order = state.roomOrder;
+    let lo = 0;
+    let hi = order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cmpRooms(order[mid], room) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   function ensureRoom(name, created) {
@@ -196,25 +286,80 @@
   }
 
   function insertRoomEntry(room) {
-    const key = room.name.toLowerCase();
-    let before = null;
-    for (const li of ui.rooms.children) {
-      const other = li.dataset.room;
-      const ok = other.toLowerCase();
-      if (ok > key || (ok === key && other > room.name)) { before = li; break; }
-    }
-    ui.rooms.insertBefore(room.li, before);
+    const i = orderIndex(room);
+    const next = state.roomOrder[i];
+    state.roomOrder.splice(i, 0, room);
+    ui.rooms.insertBefore(room.li, next ? next.li : null);
     updateRoomEntry(room);
+  }
+
+  // Many rooms at once (a page of GET /rooms): one sort and one pass over the DOM, built in a
+  // DocumentFragment, instead of a search and an insertion per room.
+  function addRoomsBatch(items, gen) {
+    const fresh = [];
+    for (const item of items) {
+      if (!item || typeof item.name !== 'string' || !ROOM_RE.test(item.name)) continue;
+      let room = state.rooms.get(item.name);
+      if (!room) {
+        room = newRoom(item.name, item.created);
+        state.rooms.set(item.name, room);
+        fresh.push(room);
+      } else if (item.created && !room.created) {
+        room.created = Number(item.created) || 0;
+      }
+      room.known = true;
+      room.seenGen = gen;
+    }
+    if (!fresh.length) return;
+    if (fresh.length < 16) {
+      for (const room of fresh) insertRoomEntry(room);
+    } else {
+      fresh.sort(cmpRooms);
+      const old = state.roomOrder;
+      const merged = new Array(old.length + fresh.length);
+      let i = 0;
+      let j = 0;
+      let k = 0;
+      while (i < old.length && j < fresh.length) merged[k++] = cmpRooms(old[i], fresh[j]) <= 0 ? old[i++] : fresh[j++];
+      while (i < old.length) merged[k++] = old[i++];
+      while (j < fresh.length) merged[k++] = fresh[j++];
+      state.roomOrder = merged;
+      for (const room of fresh) updateRoomEntry(room);
+      const frag = document.createDocumentFragment();
+      for (const room of merged) frag.appendChild(room.li);
+      ui.rooms.appendChild(frag);
+    }
+    updateRoomsEmpty();
+  }
+
+  function removeRoom(name) {
+    const room = state.rooms.get(name);
+    if (!room || room.wanted || state.active === name) return false;
+    state.rooms.delete(name);
+    const i = orderIndex(room);
+    if (state.roomOrder[i] === room) state.roomOrder.splice(i, 1);
+    else {
+      const j = state.roomOrder.indexOf(room);
+      if (j >= 0) state.roomOrder.splice(j, 1);
+    }
+    room.li.remove();
+    updateRoomsEmpty();
+    return true;
   }
 
   function updateRoomEntry(room) {
     const li = room.li;
+    const isActive = state.active === room.name;
+    const showUnread = room.unread > 0 && !isActive;
+    const key = (room.wanted ? 'w' : '') + (isActive ? 'a' : '') + (showUnread ? room.unread : '');
+    if (key === room.shownState) return;
+    room.shownState = key;
     li.classList.toggle('joined', room.wanted);
-    li.classList.toggle('active', state.active === room.name);
+    li.classList.toggle('active', isActive);
     const btn = li.firstElementChild;
-    if (state.active === room.name) btn.setAttribute('aria-current', 'true');
+    if (isActive) btn.setAttribute('aria-current', 'true');
     else btn.removeAttribute('aria-current');
-    if (room.unread > 0 && state.active !== room.name) {
+    if (showUnread) {
       room.unreadEl.textContent = room.unread > 99 ? '99+' : String(room.unread);
       room.unreadEl.hidden = false;
       room.unreadEl.setAttribute('aria-label', room.unread + ' unread');
@@ -228,7 +373,9 @@
   }
 
   function updateRoomsEmpty() {
-    if (state.rooms.size > 0) ui.roomsEmpty.hidden = true;
+    const n = state.rooms.size;
+    ui.roomCount.textContent = n ? n.toLocaleString('en') : '';
+    if (n > 0) ui.roomsEmpty.hidden = true;
     else {
       ui.roomsEmpty.hidden = false;
       ui.roomsEmpty.textContent = state.roomsLoaded ? 'No rooms yet — name one and press Join.' : 'Loading rooms…';
@@ -242,20 +389,48 @@
     document.title = (total ? '(' + total + ') ' : '') + base;
   }
 
+  // Every page of GET /rooms, following `next` until it is null. A pass that completes also
+  // drops the rooms it no longer lists (removed while this page was not connected).
   async function loadRooms() {
+    if (state.roomsLoading) { state.roomsAgain = true; return; }
+    state.roomsLoading = true;
     try {
-      const r = await fetch('/rooms', { cache: 'no-store', headers: { Accept: 'application/json' } });
-      if (!r.ok) throw new Error('HTTP ' + r.status);
-      const data = await r.json();
-      for (const item of (data && Array.isArray(data.rooms) ? data.rooms : [])) {
-        if (item && typeof item.name === 'string') ensureRoom(item.name, item.created);
+      let restarts = 0;
+      for (;;) {
+        const gen = ++state.roomsGen;
+        let after = null;
+        let pages = 0;
+        let restart = false;
+        for (;;) {
+          const url = '/rooms?limit=' + ROOMS_PAGE + (after !== null ? '&after=' + encodeURIComponent(after) : '');
+          const r = await apiFetch(url);
+          if (r.status === 404 && after !== null && restarts < 3) { restart = true; break; } // `after` was removed
+          if (!r.ok) throw new Error('HTTP ' + r.status);
+          const data = await r.json();
+          addRoomsBatch(data && Array.isArray(data.rooms) ? data.rooms : [], gen);
+          const next = data ? data.next : null;
+          pages += 1;
+          if (typeof next !== 'string' || !next || next === after || pages >= ROOMS_MAX_PAGES) break;
+          after = next;
+        }
+        if (restart) { restarts += 1; continue; }
+        for (const room of [...state.rooms.values()]) {
+          if (room.known && room.seenGen < gen && !room.wanted) removeRoom(room.name);
+        }
+        state.roomsLoaded = true;
+        updateRoomsEmpty();
+        break;
       }
-      state.roomsLoaded = true;
-      updateRoomsEmpty();
     } catch (e) {
       if (!state.roomsLoaded) {
         ui.roomsEmpty.hidden = state.rooms.size > 0;
         ui.roomsEmpty.textContent = 'Could not load the room list — it will retry when connected.';
+      }
+    } finally {
+      state.roomsLoading = false;
+      if (state.roomsAgain) {
+        state.roomsAgain = false;
+        loadRooms();
       }
     }
   }
@@ -342,14 +517,25 @@
   }
 
   // Adds a message to its room once (dedupe by id), in id order. Returns true when new.
+  // opts.local: built here from an `ack` (the server's `message` may follow, or, for a
+  // resend G8 recognised, never come); opts.rest: from GET history. Neither moves lastId,
+  // which only follows the server's ordered stream (it is the `since` of the next join).
   function addMessage(room, msg, opts) {
-    if (!msg || typeof msg.id !== 'string' || room.ids.has(msg.id)) return false;
-    room.ids.add(msg.id);
+    if (!msg || typeof msg.id !== 'string' || !ID_RE.test(msg.id)) return false;
     const key = parseId(msg.id);
-    const entry = { kind: 'message', id: msg.id, key, msg, el: null };
+    const fromStream = !opts.local && !opts.rest;
+    if (fromStream && (room.lastId === null || cmpKey(parseId(room.lastId), key) < 0)) {
+      room.lastId = msg.id;
+      scheduleSave();
+    }
+    if (room.ids.has(msg.id)) {
+      if (!opts.local) replaceLocal(room, msg);
+      return false;
+    }
+    room.ids.add(msg.id);
+    const entry = { kind: 'message', id: msg.id, key, msg, el: null, local: !!opts.local };
     const idx = positionFor(room, key);
     room.entries.splice(idx, 0, entry);
-    if (room.lastId === null || cmpKey(parseId(room.lastId), key) < 0) room.lastId = msg.id;
     if (state.active === room.name) {
       const next = room.entries[idx + 1];
       const nextEl = next && next.el && next.el.parentNode === ui.messages ? next.el : null;
@@ -365,6 +551,26 @@
       updateTitle();
     }
     return true;
+  }
+
+  // The server's copy of a message first shown from its ack: take its fields (ts, text as stored).
+  function replaceLocal(room, msg) {
+    for (let i = room.entries.length - 1; i >= 0; i--) {
+      const e = room.entries[i];
+      if (e.kind !== 'message' || e.id !== msg.id) continue;
+      if (!e.local) return;
+      e.local = false;
+      e.msg = msg;
+      if (e.el) {
+        const old = e.el;
+        e.el = null;
+        const node = entryEl(e);
+        if (old.parentNode) old.replaceWith(node);
+      }
+      updateGrouping(room, i);
+      updateGrouping(room, i + 1);
+      return;
+    }
   }
 
   // Consecutive messages of one sender within a few minutes form a group: the repeated avatar
@@ -418,6 +624,12 @@
     return null;
   }
 
+  function messageCount(room) {
+    let n = 0;
+    for (const e of room.entries) if (e.kind === 'message') n++;
+    return n;
+  }
+
   // ---------------------------------------------------------------- members
   // `joined.members` is a de-duplicated list of names; `user_joined` comes when a name enters
   // the room and `user_left` when its last connection leaves: members are a set of names.
@@ -457,7 +669,7 @@
     ui.members.replaceChildren(...items);
     ui.memberCount.textContent = room ? String(names.length) : '';
     ui.roomSubtitle.textContent = room
-      ? (room.everJoined ? names.length + (names.length === 1 ? ' member' : ' members') : 'Joining…')
+      ? (room.everJoined ? plural(names.length, 'member', 'members') : 'Joining…')
       : 'Not in a room';
   }
 
@@ -474,11 +686,13 @@
     }
     state.active = name;
     const room = activeRoom();
+    if (room) room.unread = 0;
+    if (prev) updateRoomEntry(prev);
     if (room) {
-      room.unread = 0;
-      lsSet(LS_ROOM, room.name);
+      updateRoomEntry(room);
+      // Keep the active entry in sight in a long list.
+      if (typeof room.li.scrollIntoView === 'function') room.li.scrollIntoView({ block: 'nearest' });
     }
-    for (const r of state.rooms.values()) updateRoomEntry(r);
     ui.roomTitle.textContent = room ? '#' + room.name : 'quart_chat';
     ui.leave.hidden = !room;
     const nodes = room ? room.entries.map(entryEl) : [];
@@ -497,6 +711,7 @@
       maybeProbeOlder(room);
     }
     document.body.classList.toggle('has-room', !!room);
+    scheduleSave();
   }
 
   function updateEmptyState() {
@@ -519,10 +734,11 @@
 
   function updateComposer() {
     const room = activeRoom();
-    const enabled = !!room;
-    ui.message.disabled = !enabled;
-    ui.send.disabled = !enabled;
-    ui.message.placeholder = room ? 'Message #' + room.name : 'Join a room to start chatting';
+    ui.message.disabled = !room;
+    // Until the first `joined` of a room nothing can be sent to it: the text stays in the box.
+    ui.send.disabled = !room || !room.everJoined;
+    ui.message.placeholder = !room ? 'Join a room to start chatting'
+      : room.everJoined ? 'Message #' + room.name : 'Joining #' + room.name + '…';
     ui.message.title = room ? 'Enter sends, Shift+Enter starts a new line' : '';
   }
 
@@ -534,11 +750,11 @@
     ui.loadOlder.textContent = room && room.loadingOlder ? 'Loading…' : 'Load older messages';
   }
 
-  function leaveActive() {
-    const room = activeRoom();
-    if (!room) return;
+  // Forget what the page holds of a room (a leave, or a refused join).
+  function resetRoom(room) {
     room.wanted = false;
     room.everJoined = false;
+    room.restored = false;
     room.joinedEpoch = -1;
     room.entries = [];
     room.ids = new Set();
@@ -547,18 +763,35 @@
     room.members = new Set();
     room.hasMore = null;
     room.stick = true;
-    for (const [cid, p] of state.pending) if (p.room === room.name) state.pending.delete(cid);
+  }
+
+  function leaveActive() {
+    const room = activeRoom();
+    if (!room) return;
+    const qi = state.joinQueue.indexOf(room.name);
+    if (qi >= 0) state.joinQueue.splice(qi, 1);
+    resetRoom(room);
+    for (const [cid, p] of state.pending) {
+      if (p.room === room.name) { state.pending.delete(cid); retire(p); }
+    }
     sendFrame({ type: 'leave', room: room.name });
-    const next = [...state.rooms.values()].find((r) => r.wanted);
+    const next = firstWanted();
     activate(next ? next.name : null);
     updateRoomEntry(room);
+    updateTitle();
     maybeUnlockName();
+    scheduleSave();
+  }
+
+  function firstWanted() {
+    for (const r of state.rooms.values()) if (r.wanted) return r;
+    return null;
   }
 
   // ---------------------------------------------------------------- older history
   function historyUrl(room, before, limit) {
     return '/rooms/' + encodeURIComponent(room.name) + '/history?limit=' + limit +
-      '&before=' + encodeURIComponent(before);
+      (before ? '&before=' + encodeURIComponent(before) : '');
   }
 
   async function maybeProbeOlder(room) {
@@ -568,7 +801,7 @@
     if (first === null) return;
     room.probing = true;
     try {
-      const r = await fetch(historyUrl(room, first, 1), { cache: 'no-store' });
+      const r = await apiFetch(historyUrl(room, first, 1));
       if (!r.ok) return;
       const data = await r.json();
       if (room.hasMore === null && firstMessageId(room) === first) {
@@ -582,126 +815,282 @@
     }
   }
 
-  async function loadOlder() {
-    const room = activeRoom();
+  // One page of older history. `auto`: filling the view after a reload (no toast, keep the
+  // view at the bottom when it was there); else the user clicked "Load older messages".
+  async function loadOlder(roomArg, auto) {
+    const room = roomArg && roomArg.name ? roomArg : activeRoom();
     if (!room || room.loadingOlder) return;
     const first = firstMessageId(room);
-    if (first === null) { room.hasMore = false; updateLoadOlder(); return; }
+    if (first === null && !auto) { room.hasMore = false; updateLoadOlder(); return; }
     room.loadingOlder = true;
-    updateLoadOlder();
+    if (state.active === room.name) updateLoadOlder();
     try {
-      const r = await fetch(historyUrl(room, first, HISTORY_PAGE), { cache: 'no-store' });
+      const r = await apiFetch(historyUrl(room, first, HISTORY_PAGE));
       let data = null;
       try { data = await r.json(); } catch (e) { data = null; }
       if (!r.ok) {
         const msg = data && data.error && data.error.message ? data.error.message : 'HTTP ' + r.status;
         throw new Error(msg);
       }
+      if (!room.wanted) return;
       const list = data && Array.isArray(data.messages) ? data.messages : [];
       const isActive = state.active === room.name;
       const s = ui.scroller;
+      const stick = isActive && atBottom();
       const prevHeight = s.scrollHeight;
       const prevTop = s.scrollTop;
       for (const m of list) {
         if (m && typeof m === 'object' && !m.room) m.room = room.name;
-        addMessage(room, m, { live: false, countUnread: false });
+        addMessage(room, m, { live: false, countUnread: false, rest: true });
       }
       room.hasMore = !!(data && data.has_more);
       if (isActive && state.active === room.name) {
         updateEmptyState();
-        s.scrollTop = prevTop + (s.scrollHeight - prevHeight);
+        if (auto && stick) scrollToBottom();
+        else s.scrollTop = prevTop + (s.scrollHeight - prevHeight);
       }
     } catch (e) {
-      toast('Could not load older messages', e && e.message, { code: 'history' });
+      if (!auto) toast('Could not load older messages', e && e.message, { code: 'history', group: 'history' });
     } finally {
       room.loadingOlder = false;
       if (state.active === room.name) updateLoadOlder();
     }
   }
 
-  // ---------------------------------------------------------------- pending (own unsent/unconfirmed)
+  // ---------------------------------------------------------------- pending (own unconfirmed or refused)
   function pendingFor(roomName) {
-    return [...state.pending.values()].filter((p) => p.room === roomName);
+    const out = [];
+    for (const p of state.pending.values()) if (p.room === roomName) out.push(p);
+    return out;
   }
 
+  // Each pending message keeps one element (an Edit in progress survives other updates);
+  // the list is reconciled in place, not rebuilt.
   function renderPending() {
     const room = activeRoom();
     const items = room ? pendingFor(room.name) : [];
-    ui.pending.replaceChildren(...items.map(renderPendingItem));
+    const failed = items.filter((p) => p.state === 'failed');
+    const want = [];
+    if (failed.length > 1) want.push(retryAllBar(failed.length));
+    for (const p of items) want.push(pendingNode(p));
+    let cur = ui.pending.firstChild;
+    for (const n of want) {
+      if (cur === n) { cur = cur.nextSibling; continue; }
+      ui.pending.insertBefore(n, cur);
+    }
+    while (cur) {
+      const nx = cur.nextSibling;
+      cur.remove();
+      cur = nx;
+    }
   }
 
-  function renderPendingItem(p) {
-    const item = el('div', 'pending-item ' + p.state);
-    item.dataset.clientId = p.cid;
-    const bubble = el('div', 'bubble');
-    bubble.append(el('div', 'pending-text', p.text));
-    const status = el('div', 'pending-status');
-    if (p.state === 'failed') {
-      status.append(el('span', 'pending-reason', 'Not sent: ' + (p.reason || 'error')));
+  function retryAllBar(n) {
+    if (!ui.retryAll) {
+      const bar = el('div', 'pending-bar');
+      const label = el('span', 'pending-bar-text');
       const actions = el('span', 'pending-actions');
       actions.append(
-        button('btn-link', 'Retry', () => retryPending(p.cid)),
-        button('btn-link', 'Edit', () => editPending(p.cid)),
-        button('btn-link', 'Discard', () => { state.pending.delete(p.cid); renderPending(); updateEmptyState(); }),
+        button('btn-link retry-all', 'Retry all', () => retryAll()),
+        button('btn-link discard-all', 'Discard all', () => discardAll()),
       );
-      status.append(actions);
-    } else {
-      status.textContent = p.state === 'queued' ? 'Waiting for connection…' : 'Sending…';
+      bar.append(label, actions);
+      ui.retryAll = bar;
+      ui.retryAllText = label;
     }
-    bubble.append(status);
-    item.append(bubble);
+    ui.retryAllText.textContent = plural(n, 'message', 'messages') + ' not sent';
+    return ui.retryAll;
+  }
+
+  function pendingNode(p) {
+    const key = p.state + '|' + (p.reason || '') + '|' + (p.editing ? 'e' : '');
+    if (p.node && p.nodeKey === key) return p.node;
+    if (!p.node) {
+      p.node = el('div', 'pending-item');
+      p.node.dataset.clientId = p.cid;
+    }
+    p.nodeKey = key;
+    const item = p.node;
+    item.className = 'pending-item ' + p.state + (p.editing ? ' editing' : '');
+    const bubble = el('div', 'bubble');
+    if (p.editing) {
+      const editor = p.editor || (p.editor = makeEditor(p));
+      bubble.append(editor.box);
+    } else {
+      bubble.append(el('div', 'pending-text', p.text));
+      const status = el('div', 'pending-status');
+      if (p.state === 'failed') {
+        status.append(el('span', 'pending-reason', 'Not sent: ' + (p.reason || 'error')));
+        const actions = el('span', 'pending-actions');
+        actions.append(
+          button('btn-link retry', 'Retry', () => retryPending(p.cid)),
+          button('btn-link edit', 'Edit', () => editPending(p.cid)),
+          button('btn-link discard', 'Discard', () => discardPending(p.cid)),
+        );
+        status.append(actions);
+      } else {
+        status.textContent = p.state === 'queued' ? 'Waiting for connection…' : 'Sending…';
+      }
+      bubble.append(status);
+    }
+    item.replaceChildren(bubble);
     return item;
+  }
+
+  function makeEditor(p) {
+    const box = el('div', 'pending-editor');
+    const area = el('textarea', 'pending-edit');
+    area.rows = 2;
+    area.value = p.text;
+    area.setAttribute('aria-label', 'Edit the message that was not sent');
+    const actions = el('div', 'pending-actions');
+    const save = button('btn btn-primary btn-small', 'Send', () => finishEdit(p.cid, true));
+    const cancel = button('btn btn-ghost btn-small', 'Cancel', () => finishEdit(p.cid, false));
+    actions.append(cancel, save);
+    area.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && ev.keyCode !== 229) {
+        ev.preventDefault();
+        finishEdit(p.cid, true);
+      } else if (ev.key === 'Escape') {
+        ev.preventDefault();
+        finishEdit(p.cid, false);
+      }
+    });
+    box.append(area, actions);
+    return { box, area };
+  }
+
+  function refreshPending(roomName) {
+    if (state.active === roomName) {
+      renderPending();
+      updateEmptyState();
+    }
+    scheduleSave();
   }
 
   function failPending(p, reason) {
     p.state = 'failed';
     p.reason = reason;
-    const room = activeRoom();
-    if (room && room.name === p.room && ui.message.value.trim() === '' && !ui.message.disabled) {
-      // Put the text back where the user typed it.
-      state.pending.delete(p.cid);
-      state.restored.set(p.cid, p.text);
-      if (state.restored.size > 50) state.restored.delete(state.restored.keys().next().value);
-      ui.message.value = p.text;
-      autoGrow();
-      ui.message.focus();
+    refreshPending(p.room);
+  }
+
+  function newCid() {
+    return state.cidPrefix + (++state.cidCounter);
+  }
+
+  // Send (or queue) one pending message with its own client_id.
+  function trySend(p) {
+    const room = state.rooms.get(p.room);
+    if (room && room.wanted && room.joinedEpoch === state.epoch && state.conn === 'open' &&
+        sendFrame({ type: 'message', room: p.room, text: p.text, client_id: p.cid })) {
+      p.state = 'sent';
+      p.epoch = state.epoch;
+      return true;
     }
-    if (state.active === p.room) { renderPending(); updateEmptyState(); }
+    p.state = 'queued';
+    return false;
   }
 
   function retryPending(cid) {
     const p = state.pending.get(cid);
     if (!p) return;
-    state.pending.delete(cid);
-    sendText(p.room, p.text);
+    p.reason = '';
+    trySend(p);   // the same client_id: if it was stored after all, the server only acks it
+    refreshPending(p.room);
   }
 
-  function editPending(cid) {
+  function retryAll() {
+    const room = activeRoom();
+    if (!room) return;
+    for (const p of pendingFor(room.name)) {
+      if (p.state !== 'failed' || p.editing) continue;
+      p.reason = '';
+      trySend(p);
+    }
+    refreshPending(room.name);
+  }
+
+  function discardPending(cid) {
     const p = state.pending.get(cid);
     if (!p) return;
     state.pending.delete(cid);
-    if (state.active !== p.room) activate(p.room);
-    const cur = ui.message.value;
-    ui.message.value = cur.trim() ? cur + '\n' + p.text : p.text;
-    autoGrow();
-    ui.message.focus();
-    renderPending();
-    updateEmptyState();
+    retire(p);
+    refreshPending(p.room);
+    maybeClearSendToasts();
   }
 
-  function resolvePending(msg) {
-    if (!msg || !msg.client_id) return;
-    if (state.pending.delete(msg.client_id) && state.active === msg.room) renderPending();
-    // Reported as failed, yet stored after all (e.g. a slow Redis): do not let it be sent twice.
-    const text = state.restored.get(msg.client_id);
-    if (text !== undefined) {
-      state.restored.delete(msg.client_id);
-      if (ui.message.value === text) {
-        ui.message.value = '';
-        autoGrow();
-      }
-      toast('A message reported as not sent was delivered after all', '', { code: 'late_delivery' });
+  function discardAll() {
+    const room = activeRoom();
+    if (!room) return;
+    for (const p of pendingFor(room.name)) {
+      if (p.state === 'failed' && !p.editing) { state.pending.delete(p.cid); retire(p); }
     }
+    refreshPending(room.name);
+    maybeClearSendToasts();
+  }
+
+  // Edit happens in place, in the pending item: a refused text never goes into the message
+  // box, where it could run together with what is being typed.
+  function editPending(cid) {
+    const p = state.pending.get(cid);
+    if (!p || p.state !== 'failed') return;
+    p.editing = true;
+    p.editor = null;
+    refreshPending(p.room);
+    if (p.editor) {
+      p.editor.area.focus();
+      p.editor.area.setSelectionRange(p.editor.area.value.length, p.editor.area.value.length);
+    }
+  }
+
+  function finishEdit(cid, send) {
+    const p = state.pending.get(cid);
+    if (!p || !p.editing) return;
+    const text = p.editor ? p.editor.area.value : p.text;
+    p.editing = false;
+    p.editor = null;
+    if (!send) { refreshPending(p.room); return; }
+    if (!text.trim()) { discardPending(cid); return; }
+    if (text === p.text) { retryPending(cid); return; }
+    // A changed text is a new message: a new client_id (the old one may have been stored).
+    if (!fitsFrame(p.room, text)) { refreshPending(p.room); return; }
+    state.pending.delete(cid);
+    retire(p);
+    sendText(p.room, text);
+    refreshPending(p.room);
+  }
+
+  function retire(p) {
+    state.retired.set(p.cid, p.text);
+    if (state.retired.size > 200) state.retired.delete(state.retired.keys().next().value);
+  }
+
+  // The server stored one of our messages (its `message` or its `ack` arrived).
+  function resolvePending(cid) {
+    if (!cid) return false;
+    const p = state.pending.get(cid);
+    if (p) {
+      state.pending.delete(cid);
+      if (p.state === 'failed') {
+        toast('A message reported as not sent was delivered after all', '', { code: 'late_delivery', group: 'send' });
+      }
+      refreshPending(p.room);
+      return true;
+    }
+    if (state.retired.has(cid)) {
+      state.retired.delete(cid);
+      toast('A message reported as not sent was delivered after all', '', { code: 'late_delivery', group: 'send' });
+    }
+    return false;
+  }
+
+  function anyFailed() {
+    for (const p of state.pending.values()) if (p.state === 'failed') return true;
+    return false;
+  }
+
+  function maybeClearSendToasts() {
+    if (!anyFailed()) clearToasts('send', ['late_delivery']);
   }
 
   // ---------------------------------------------------------------- sending
@@ -712,44 +1101,48 @@
     return true;
   }
 
-  function sendText(roomName, text) {
-    const cid = state.cidPrefix + (++state.cidCounter);
-    const frame = { type: 'message', room: roomName, text, client_id: cid };
+  function fitsFrame(roomName, text) {
+    const frame = { type: 'message', room: roomName, text, client_id: state.cidPrefix + 999999 };
     if (encoder.encode(JSON.stringify(frame)).length > MAX_FRAME_BYTES) {
-      toast('Message too long — it was not sent', 'Shorten it and try again.', { code: 'too_big' });
+      toast('Message too long — it was not sent', 'Shorten it and try again.', { code: 'too_big', group: 'send' });
       return false;
     }
-    const p = { cid, room: roomName, text, state: 'queued', epoch: -1, reason: '' };
-    state.pending.set(cid, p);
-    const room = state.rooms.get(roomName);
-    if (room && room.wanted && state.conn === 'open' && sendFrame(frame)) {
-      p.state = 'sent';
-      p.epoch = state.epoch;
-    }
+    return true;
+  }
+
+  function sendText(roomName, text) {
+    if (!fitsFrame(roomName, text)) return false;
+    const p = { cid: newCid(), room: roomName, text, state: 'queued', epoch: -1, reason: '' };
+    state.pending.set(p.cid, p);
+    trySend(p);
     if (state.active === roomName) {
       renderPending();
       updateEmptyState();
       scrollToBottom();
     }
+    scheduleSave();
     return true;
   }
 
-  function flushQueued() {
+  // After a room's `joined`: send what waits for it, in the order it was typed. A message
+  // sent on an earlier socket and not confirmed goes again with the same client_id: the
+  // server stores it once (G8) and the history just received already resolved what it had.
+  function flushRoom(room) {
+    let any = false;
     for (const p of state.pending.values()) {
-      if (p.state !== 'queued') continue;
-      const room = state.rooms.get(p.room);
-      if (!room || !room.wanted) continue;
-      if (sendFrame({ type: 'message', room: p.room, text: p.text, client_id: p.cid })) {
-        p.state = 'sent';
-        p.epoch = state.epoch;
+      if (p.room !== room.name || p.editing) continue;
+      if (p.state === 'queued' || (p.state === 'sent' && p.epoch !== state.epoch)) {
+        trySend(p);
+        any = true;
       }
     }
-    if (state.active) renderPending();
+    if (any) refreshPending(room.name);
   }
 
   function onSend() {
     const room = activeRoom();
-    if (!room) { toast('Join a room first', '', { code: 'no_room' }); return; }
+    if (!room) { toast('Join a room first', '', { code: 'no_room', group: 'join' }); return; }
+    if (!room.everJoined) { ui.message.focus(); return; } // still joining: the text stays here
     const text = ui.message.value;
     if (!text.trim()) { ui.message.focus(); return; }
     if (sendText(room.name, text)) {
@@ -768,16 +1161,19 @@
 
   // ---------------------------------------------------------------- joining
   function currentName() {
+    if (state.tokenName) return state.tokenName;
     return state.user !== null ? state.user : ui.username.value.trim();
   }
 
   function lockName() {
     ui.username.readOnly = true;
     ui.username.classList.add('locked');
-    ui.username.title = 'Your name is fixed once you have joined a room';
+    ui.username.title = state.tokenName ? 'Your name comes from your sign-in token'
+      : 'Your name is fixed once you have joined a room';
   }
 
   function maybeUnlockName() {
+    if (state.tokenName) return;
     const anyJoined = [...state.rooms.values()].some((r) => r.wanted || r.everJoined);
     if (!anyJoined && state.user === null) {
       ui.username.readOnly = false;
@@ -790,16 +1186,18 @@
     const roomName = String(name).trim();
     const user = currentName();
     if (!validUser(user)) {
-      toast(user ? 'Names are 1–32 characters without control characters' : 'Pick a name first', '', { code: 'name' });
+      toast(user ? 'Names are 1–32 characters without control characters' : 'Pick a name first', '',
+        { code: 'name', group: 'join' });
       ui.username.focus();
       return false;
     }
     if (!ROOM_RE.test(roomName)) {
-      toast(roomName ? ERROR_TEXT.invalid_room : 'Type a room name to join', '', { code: 'invalid_room' });
+      toast(roomName ? ERROR_TEXT.invalid_room : 'Type a room name to join', '', { code: 'invalid_room', group: 'join' });
       ui.room.focus();
       return false;
     }
-    if (state.user === null) {
+    clearToasts('join');
+    if (state.user === null && !state.tokenName) {
       ui.username.value = user;
       lsSet(LS_USER, user);
     }
@@ -814,8 +1212,15 @@
   }
 
   function sendJoin(room) {
-    const frame = { type: 'join', room: room.name, user: currentName() };
-    if (room.everJoined) frame.since = room.lastId || '0-0';
+    const frame = { type: 'join', room: room.name };
+    const user = currentName();
+    if (user && !state.tokenName) frame.user = user;
+    // Back in a room this page (or this tab, before a reload) was in: everything after the
+    // last id seen there ('0-0': it had no message yet). A first join takes the recent history.
+    let since = null;
+    if (room.everJoined) since = room.lastId || '0-0';
+    else if (room.restored) since = room.lastId || room.restoreFrom || null;
+    if (since) frame.since = since;
     if (sendFrame(frame)) state.joinQueue.push(room.name);
   }
 
@@ -836,6 +1241,76 @@
     else joinRoom(room.name);
   }
 
+  // ---------------------------------------------------------------- this tab's session (reload)
+  // Kept in sessionStorage (this tab, across reloads) and copied to localStorage (so a new
+  // tab starts where the last one was): the user, the rooms joined with the last id seen in
+  // each, the active room, and the messages not confirmed yet (this tab only).
+  function scheduleSave() {
+    if (state.saveTimer !== null) return;
+    state.saveTimer = setTimeout(saveSession, 200);
+  }
+
+  function saveSession() {
+    clearTimeout(state.saveTimer);
+    state.saveTimer = null;
+    const rooms = [];
+    for (const r of state.rooms.values()) {
+      if (!r.wanted) continue;
+      rooms.push([r.name, r.lastId || (r.everJoined ? '0-0' : null)]);
+    }
+    const pending = [];
+    for (const p of state.pending.values()) {
+      pending.push({ cid: p.cid, room: p.room, text: p.text, failed: p.state === 'failed', reason: p.reason || '' });
+    }
+    const user = state.user || (rooms.length ? currentName() : null);
+    const data = { v: 1, user, rooms, active: state.active, pending };
+    ssSet(SESSION_KEY, JSON.stringify(data));
+    lsSet(SESSION_KEY, JSON.stringify({ v: 1, user, rooms: rooms.map(([n]) => [n, null]), active: state.active }));
+  }
+
+  function restoreSession() {
+    let fromTab = true;
+    let raw = ssGet(SESSION_KEY);
+    if (!raw) { raw = lsGet(SESSION_KEY); fromTab = false; }
+    if (!raw) return;
+    let data;
+    try { data = JSON.parse(raw); } catch (e) { return; }
+    if (!data || data.v !== 1 || !Array.isArray(data.rooms)) return;
+    const name = state.tokenName || (typeof data.user === 'string' ? data.user : lsGet(LS_USER));
+    if (!validUser(name || '')) return;
+    let any = false;
+    for (const item of data.rooms.slice(0, 100)) {
+      if (!Array.isArray(item) || typeof item[0] !== 'string' || !ROOM_RE.test(item[0])) continue;
+      const room = ensureRoom(item[0]);
+      room.wanted = true;
+      // This tab after a reload: join again from the last id seen there. A new tab saw
+      // nothing yet: it joins plainly (the recent history), as a first join.
+      const since = fromTab && typeof item[1] === 'string' && ID_RE.test(item[1]) ? item[1] : null;
+      room.restored = since !== null;
+      room.lastId = since && since !== '0-0' ? since : null;
+      room.restoreFrom = since;
+      updateRoomEntry(room);
+      any = true;
+    }
+    if (!any) return;
+    if (!state.tokenName) ui.username.value = name.trim();
+    lockName();
+    if (fromTab && Array.isArray(data.pending)) {
+      for (const q of data.pending.slice(0, 500)) {
+        if (!q || typeof q.cid !== 'string' || typeof q.room !== 'string' || typeof q.text !== 'string') continue;
+        const room = state.rooms.get(q.room);
+        if (!room || !room.wanted || state.pending.has(q.cid)) continue;
+        state.pending.set(q.cid, {
+          cid: q.cid, room: q.room, text: q.text, epoch: -1,
+          state: q.failed ? 'failed' : 'queued', reason: q.failed ? String(q.reason || 'error') : '',
+        });
+      }
+    }
+    const active = typeof data.active === 'string' && state.rooms.get(data.active);
+    const first = active && active.wanted ? active : firstWanted();
+    activate(first ? first.name : null);
+  }
+
   // ---------------------------------------------------------------- incoming frames
   function handleFrame(raw) {
     let f;
@@ -844,8 +1319,16 @@
     switch (f.type) {
       case 'joined': onJoined(f); break;
       case 'message': onMessage(f); break;
+      case 'ack': onAck(f); break;
       case 'room_created':
-        if (typeof f.room === 'string') ensureRoom(f.room, f.ts);
+        if (typeof f.room === 'string' && ROOM_RE.test(f.room)) {
+          const room = ensureRoom(f.room, f.ts);
+          room.known = true;
+          room.seenGen = state.roomsGen;
+        }
+        break;
+      case 'room_removed':
+        if (typeof f.room === 'string') removeRoom(f.room);
         break;
       case 'user_joined': onMemberEvent(f, true); break;
       case 'user_left': onMemberEvent(f, false); break;
@@ -862,8 +1345,11 @@
     const qi = state.joinQueue.indexOf(name);
     if (qi >= 0) state.joinQueue.splice(qi, 1);
     const room = ensureRoom(name);
+    room.known = true;
     if (!room.wanted) return; // left meanwhile; the server gets our `leave` next
+    clearToasts('join');
     const rejoin = room.everJoined;
+    const restored = !rejoin && room.restored;
     if (typeof f.user === 'string' && f.user) {
       state.user = f.user;
       ui.username.value = f.user;
@@ -871,42 +1357,61 @@
       lockName();
     }
     room.everJoined = true;
+    room.restored = false;
     room.joinedEpoch = state.epoch;
     setMembers(room, f.members);
     if (f.gap) addNotice(room, 'Some older messages were trimmed — a part of the history is missing here', 'gap', Date.now());
     const history = Array.isArray(f.history) ? f.history : [];
     const isActive = state.active === room.name;
-    if (!rejoin) {
+    // Our own messages in the history were stored: nothing to resend for them.
+    for (const m of history) if (m && m.client_id) resolvePending(m.client_id);
+    if (!rejoin && !restored) {
       addMessages(room, history, { live: true, countUnread: false, forceBottom: true });
       if (!history.length) room.hasMore = false;
       addNotice(room, 'You joined #' + room.name, 'self', Date.now());
       if (isActive) scrollToBottom();
     } else {
-      addMessages(room, history, { live: true, countUnread: true });
-      // Messages sent on an earlier socket that the server never stored: give them back.
-      for (const p of state.pending.values()) {
-        if (p.room === room.name && p.state === 'sent' && p.epoch !== state.epoch) {
-          failPending(p, 'the connection dropped before the server confirmed it');
-        }
-      }
+      // Back after a drop or a reload: what arrived since the last id seen is new (unread).
+      addMessages(room, history, { live: true, countUnread: true, forceBottom: restored });
+      if (restored && messageCount(room) < HISTORY_PAGE && room.restoreFrom !== '0-0') loadOlder(room, true);
+      else if (restored && room.restoreFrom === '0-0') room.hasMore = false;
     }
-    flushQueued();
+    flushRoom(room);
     if (isActive) {
       renderMembers();
       renderPending();
       updateEmptyState();
+      updateComposer();
       updateLoadOlder();
       maybeProbeOlder(room);
     }
     updateRoomEntry(room);
+    scheduleSave();
   }
 
   function onMessage(f) {
     const room = state.rooms.get(f.room);
     if (!room || !room.wanted) return;
-    resolvePending(f);
+    if (resolvePending(f.client_id)) maybeClearSendToasts();
     addMessages(room, [f], { live: true, countUnread: true, animate: true });
     if (state.active === room.name) updateEmptyState();
+  }
+
+  // The server stored our message (or had stored it already: a resend G8 recognised). Show
+  // it now, from what we sent; its `message` frame, when one follows, is the same id.
+  function onAck(f) {
+    const cid = typeof f.client_id === 'string' ? f.client_id : null;
+    if (!cid) return;
+    const p = state.pending.get(cid);
+    if (p && typeof f.id === 'string' && ID_RE.test(f.id)) {
+      const room = state.rooms.get(p.room);
+      if (room && room.wanted && !room.ids.has(f.id)) {
+        const msg = { id: f.id, room: p.room, user: state.user || currentName(), text: p.text.trim(),
+          ts: parseId(f.id)[0], client_id: cid };
+        addMessages(room, [msg], { live: true, countUnread: false, animate: true, local: true });
+      }
+    }
+    if (resolvePending(cid)) maybeClearSendToasts();
   }
 
   function onMemberEvent(f, joined) {
@@ -927,39 +1432,51 @@
     let title = ERROR_TEXT[code] || serverMsg || 'Error: ' + code;
     const p = typeof f.ref === 'string' ? state.pending.get(f.ref) : null;
     if (p) {
+      // Refused: the text stays in the pending list (Retry / Edit / Discard), never in the box.
+      failPending(p, REFUSED_TEXT[code] || ERROR_TEXT[code] || serverMsg || code);
       if (code === 'invalid_text') title = 'Message not sent: it is empty, too long or has invalid characters';
-      failPending(p, ERROR_TEXT[code] ? title : (serverMsg || code));
-      const restored = !state.pending.has(p.cid);
-      toast(title, restored ? joinDetail(serverMsg, 'Your text is back in the message box.') : serverMsg, { code });
+      const n = pendingFor(p.room).filter((q) => q.state === 'failed').length;
+      toast(title, n > 1 ? n + ' messages are kept above, with Retry' : 'It is kept above, with Retry', { code, group: 'send' });
       return;
     }
     if (f.ref === 'join') {
       const name = state.joinQueue.shift();
       const room = name ? state.rooms.get(name) : null;
-      if (room) {
+      if (room && room.wanted) {
         if (code === 'unavailable') {
           title = 'Server storage unavailable — could not join #' + room.name + ', retrying';
           const epoch = state.epoch;
           setTimeout(() => {
             if (state.epoch === epoch && state.conn === 'open' && room.wanted && room.joinedEpoch !== epoch) sendJoin(room);
           }, 3000);
-        } else if (!room.everJoined) {
-          room.wanted = false;
-          updateRoomEntry(room);
-          if (state.active === room.name) {
-            const next = [...state.rooms.values()].find((r) => r.wanted);
-            activate(next ? next.name : null);
-          }
-          maybeUnlockName();
+        } else {
+          refuseJoin(room);
           if (code === 'invalid_user') ui.username.focus();
           title = (ERROR_TEXT[code] || 'Could not join') + ' (#' + room.name + ')';
         }
       }
+      toast(title, code === 'unavailable' || ERROR_TEXT[code] ? '' : serverMsg, { code, group: 'join' });
+      return;
     }
     toast(title, serverMsg, { code });
   }
 
-  function joinDetail(a, b) { return a ? a.replace(/[.!\s]*$/u, '') + '. ' + b : b; }
+  // A join the server refused: the room is not joined, in any part of the page.
+  function refuseJoin(room) {
+    for (const p of pendingFor(room.name)) {
+      if (p.state !== 'failed') { p.state = 'failed'; p.reason = 'not in #' + room.name; }
+    }
+    resetRoom(room);
+    if (state.active === room.name) {
+      const next = firstWanted();
+      activate(next ? next.name : null);
+    }
+    updateRoomEntry(room);
+    if (!room.known) removeRoom(room.name);   // typed here and never created: no entry
+    updateTitle();
+    maybeUnlockName();
+    scheduleSave();
+  }
 
   // ---------------------------------------------------------------- connection
   function setStatus(conn, note) {
@@ -988,7 +1505,7 @@
     setStatus('connecting');
     let ws;
     try {
-      ws = new WebSocket(WS_URL);
+      ws = new WebSocket(wsUrl());
     } catch (e) {
       onClosed(1006);
       return;
@@ -1009,11 +1526,11 @@
     state.lastRecv = Date.now();
     state.closeNote = '';
     setStatus('open');
+    clearToasts('conn');
     // Rejoin every room (active one first), with `since` where we already have history.
     const rooms = [...state.rooms.values()].filter((r) => r.wanted);
     rooms.sort((a, b) => (a.name === state.active ? -1 : 0) - (b.name === state.active ? -1 : 0));
     for (const r of rooms) sendJoin(r);
-    flushQueued();
     clearInterval(state.pingTimer);
     state.pingTimer = setInterval(heartbeat, PING_EVERY_MS);
     loadRooms();
@@ -1039,12 +1556,19 @@
     clearInterval(state.pingTimer);
     state.pingTimer = null;
     state.joinQueue = [];
+    // What was in flight is unconfirmed: it goes again, same client_id, after the rejoin.
+    const touched = new Set();
+    for (const p of state.pending.values()) {
+      if (p.state === 'sent') { p.state = 'queued'; touched.add(p.room); }
+    }
+    if (state.active && touched.has(state.active)) renderPending();
     const wasOpenFor = state.openedAt ? Date.now() - state.openedAt : 0;
     if (wasOpenFor > STABLE_AFTER_MS) state.attempt = 0;
     state.openedAt = 0;
     state.closeNote = CLOSE_TEXT[code] || (code ? 'closed (' + code + ')' : 'connection lost');
-    if (code === 1009) toast('The server closed the connection: a message was too big (1009)', 'Reconnecting…', { code: 'closed' });
-    else if (code === 1013) toast('The server dropped this connection as too slow (1013)', 'Reconnecting…', { code: 'closed' });
+    if (code === 1009) toast('The server closed the connection: a message was too big (1009)', 'Reconnecting…', { code: 'closed', group: 'conn' });
+    else if (code === 1013) toast('The server dropped this connection as too slow (1013)', 'Reconnecting…', { code: 'closed', group: 'conn' });
+    else if (code === 1008 && state.token) toast('Your sign-in token was refused or has expired', 'Open the page again with a new token.', { code: 'closed', group: 'conn' });
     const base = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** state.attempt);
     const delay = Math.round(base / 2 + Math.random() * base / 2);
     state.attempt = Math.min(state.attempt + 1, 10);
@@ -1064,40 +1588,63 @@
   }
 
   // ---------------------------------------------------------------- toasts
+  // A strip between the messages and the message box: it pushes the view up rather than
+  // covering any message. Each toast has a group ('join', 'send', 'conn', 'history'): it goes
+  // as soon as its cause is gone (a join succeeded, a message was accepted, the socket is back).
   function toast(title, detail, opts) {
     const code = (opts && opts.code) || 'info';
-    const last = ui.errors.lastElementChild;
-    if (last && !last.classList.contains('leaving') && last.dataset.title === title) {
+    const group = (opts && opts.group) || '';
+    for (const t of ui.errors.children) {
+      if (t.classList.contains('leaving') || t.dataset.title !== title) continue;
       // Same error again (e.g. a burst of rate_limited): bump a counter instead of stacking.
-      const n = Number(last.dataset.count || '1') + 1;
-      last.dataset.count = String(n);
-      last.querySelector('.toast-count').textContent = '×' + n;
-      clearTimeout(last._timer);
-      last._timer = setTimeout(() => dismissToast(last), TOAST_MS);
+      const n = Number(t.dataset.count || '1') + 1;
+      t.dataset.count = String(n);
+      t.querySelector('.toast-count').textContent = '×' + n;
+      const d = t.querySelector('.toast-detail');
+      if (d && detail) d.textContent = detail;
+      clearTimeout(t._timer);
+      t._timer = setTimeout(() => dismissToast(t), TOAST_MS);
       return;
     }
+    const stick = atBottom();
     const t = el('div', 'toast');
-    t.setAttribute('role', 'alert');
+    t.setAttribute('role', code === 'info' || code === 'late_delivery' ? 'status' : 'alert');
     t.dataset.code = code;
     t.dataset.title = title;
+    if (group) t.dataset.group = group;
     const body = el('div', 'toast-body');
-    const head = el('div', 'toast-title');
+    const head = el('span', 'toast-title');
     head.append(document.createTextNode(title), el('span', 'toast-count'));
     body.append(head);
-    if (detail && detail !== title) body.append(el('div', 'toast-detail', detail));
+    if (detail && detail !== title) body.append(el('span', 'toast-detail', detail));
     const close = button('toast-close', '×', () => dismissToast(t));
     close.setAttribute('aria-label', 'Dismiss');
+    close.title = 'Dismiss';
     t.append(body, close);
     ui.errors.append(t);
-    while (ui.errors.children.length > MAX_TOASTS) ui.errors.firstElementChild.remove();
+    let live = [...ui.errors.children].filter((x) => !x.classList.contains('leaving'));
+    while (live.length > MAX_TOASTS) {
+      const old = live.shift();
+      clearTimeout(old._timer);
+      old.remove();
+    }
     t._timer = setTimeout(() => dismissToast(t), TOAST_MS);
+    if (stick) scrollToBottom();
   }
 
   function dismissToast(t) {
     if (!t.isConnected || t.classList.contains('leaving')) return;
     clearTimeout(t._timer);
     t.classList.add('leaving');
-    setTimeout(() => t.remove(), 250);
+    setTimeout(() => t.remove(), 200);
+  }
+
+  function clearToasts(group, exceptCodes) {
+    for (const t of [...ui.errors.children]) {
+      if (t.dataset.group !== group) continue;
+      if (exceptCodes && exceptCodes.includes(t.dataset.code)) continue;
+      dismissToast(t);
+    }
   }
 
   // ---------------------------------------------------------------- wiring
@@ -1108,23 +1655,35 @@
     ui.jumpLatest = $('jump-latest');
     ui.emptyState = $('empty-state');
     ui.roomsEmpty = $('rooms-empty');
+    ui.roomCount = $('room-count');
     ui.roomTitle = $('room-title');
     ui.roomSubtitle = $('room-subtitle');
     ui.memberCount = $('member-count');
     ui.statusText = $('status-text');
 
-    const savedName = lsGet(LS_USER);
-    if (savedName && !ui.username.value) ui.username.value = savedName;
+    state.token = readToken();
+    state.tokenName = state.token ? decodeJwtName(state.token) : null;
+    if (state.tokenName) {
+      ui.username.value = state.tokenName;
+      lockName();
+    } else {
+      const savedName = lsGet(LS_USER);
+      if (savedName && !ui.username.value) ui.username.value = savedName;
+    }
 
     ui.join.addEventListener('click', onJoinClick);
     ui.room.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.isComposing) { ev.preventDefault(); onJoinClick(); }
     });
+    ui.room.addEventListener('input', () => clearToasts('join'));
     ui.username.addEventListener('keydown', (ev) => {
       if (ev.key !== 'Enter' || ev.isComposing) return;
       ev.preventDefault();
       if (ui.room.value.trim()) onJoinClick();
       else ui.room.focus();
+    });
+    ui.username.addEventListener('input', () => {
+      if (validUser(ui.username.value)) clearToasts('join');
     });
     ui.username.addEventListener('change', () => {
       if (!ui.username.readOnly && validUser(ui.username.value)) lsSet(LS_USER, ui.username.value.trim());
@@ -1138,7 +1697,7 @@
       }
     });
     ui.message.addEventListener('input', autoGrow);
-    ui.loadOlder.addEventListener('click', loadOlder);
+    ui.loadOlder.addEventListener('click', () => loadOlder(null, false));
     ui.leave.addEventListener('click', leaveActive);
     ui.reconnect.addEventListener('click', reconnectNow);
     ui.jumpLatest.addEventListener('click', scrollToBottom);
@@ -1148,10 +1707,19 @@
       if (room) room.stick = bottom;
       if (bottom) ui.jumpLatest.hidden = true;
     }, { passive: true });
+    // A toast, a taller message box or a resized window shrinks the view: keep the newest in sight.
+    if (typeof ResizeObserver === 'function') {
+      new ResizeObserver(() => {
+        const room = activeRoom();
+        if (room && room.stick) ui.scroller.scrollTop = ui.scroller.scrollHeight;
+      }).observe(ui.scroller);
+    }
     window.addEventListener('online', reconnectNow);
+    window.addEventListener('pagehide', saveSession);
 
     updateRoomsEmpty();
     activate(null);
+    restoreSession();
     loadRooms();
     connect();
   }
