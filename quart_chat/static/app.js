@@ -1205,7 +1205,9 @@
     const room = ensureRoom(roomName);
     if (!room.wanted) {
       room.wanted = true;
+      room.returnTo = state.active;   // where a refused join goes back to
       if (state.conn === 'open') sendJoin(room);
+      updateRoomEntry(room);
     }
     activate(room.name);
     return true;
@@ -1468,7 +1470,8 @@
     }
     resetRoom(room);
     if (state.active === room.name) {
-      const next = firstWanted();
+      const back = room.returnTo ? state.rooms.get(room.returnTo) : null;
+      const next = back && back.wanted ? back : firstWanted();
       activate(next ? next.name : null);
     }
     updateRoomEntry(room);

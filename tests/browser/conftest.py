@@ -49,12 +49,19 @@ class Browser:
         self.console: list[str] = []
         self.page_errors: list[str] = []
 
-    async def open(self, url: str, label: str = "page", viewport: dict | None = None, **context_kw):
-        """A fresh context (own localStorage) with one page on ``url``; returns (page, response)."""
+    async def open(self, url: str, label: str = "page", viewport: dict | None = None,
+                   init_script: str | None = None, **context_kw):
+        """A fresh context (own localStorage) with one page on ``url``; returns (page, response).
+
+        ``init_script`` runs in every document of the context before the page's own scripts
+        (e.g. ``pagekit.WS_SPY``, which watches and steers the page's WebSocket).
+        """
         context = await self.browser.new_context(viewport=viewport or {"width": 1280, "height": 800},
                                                  **context_kw)
         context.set_default_timeout(WAIT_MS)
         context.set_default_navigation_timeout(WAIT_MS)
+        if init_script:
+            await context.add_init_script(init_script)
         page = await context.new_page()
         page.on("console", lambda m: self.console.append(f"[{label}] {m.type}: {m.text}"))
         page.on("pageerror", lambda e: self.page_errors.append(f"[{label}] {e}"))

@@ -6,75 +6,18 @@ The page is driven only through the hooks of PROTOCOL.md section 7 (plus #load-o
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import pytest
 try:
-    from playwright.async_api import Page, expect
+    from playwright.async_api import expect
 except ImportError:  # the `browser` fixture skips (fails when CI=true) and says why
-    Page = expect = None
+    expect = None
 
-from client import ChatClient, id_key
+from client import ChatClient
+from pagekit import MESSAGES, assert_in_id_order, join, send, settle, shown, wait_open
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
-
-MESSAGES = "#messages .message[data-id]"
-
-
-# ------------------------------------------------------------------ helpers
-
-async def wait_open(page: Page, timeout: int = 5_000) -> None:
-    await expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=timeout)
-
-
-async def join(page: Page, room: str, user: str | None = None) -> None:
-    """Join ``room`` through the form (as ``user`` on the first join) and wait for `joined`."""
-    await wait_open(page)
-    if user is not None:
-        await page.fill("#username", user)
-    await page.fill("#room", room)
-    await page.click("#join")
-    entry = page.locator(f'#rooms li.room[data-room="{room}"]')
-    await expect(entry).to_have_class(re.compile(r"\bjoined\b.*\bactive\b|\bactive\b.*\bjoined\b"))
-    # `joined` has arrived once the page lists its own user among the members.
-    await expect(page.locator("#members li.member.me")).to_have_count(1)
-    await expect(page.locator("#room-title")).to_have_text(f"#{room}")
-
-
-async def send(page: Page, text: str) -> None:
-    """Type ``text`` and press Enter; wait until it is shown as delivered."""
-    await page.fill("#message", text)
-    await page.press("#message", "Enter")
-    await expect(page.locator("#message")).to_have_value("")
-
-
-async def shown(page: Page) -> list[tuple[str, str, str]]:
-    """(id, user, text) of every message in #messages, in page order."""
-    return await page.eval_on_selector_all(
-        MESSAGES,
-        "els => els.map(e => [e.dataset.id, e.querySelector('.user').textContent,"
-        " e.querySelector('.text').textContent])",
-    )
-
-
-def assert_in_id_order(rows: list) -> None:
-    ids = [r[0] for r in rows]
-    assert len(ids) == len(set(ids)), f"a message shown twice: {ids}"
-    assert ids == sorted(ids, key=id_key), f"not in id order: {ids}"
-
-
-async def until(page: Page, predicate: str, arg=None, what: str = "", timeout: float = 5.0) -> None:
-    """Wait (bounded) until the JS ``predicate(arg)`` is true in the page."""
-    try:
-        await page.wait_for_function(predicate, arg=arg, timeout=timeout * 1000, polling=50)
-    except Exception as err:  # playwright's TimeoutError
-        raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}") from err
-
-
-async def settle(seconds: float = 0.3) -> None:
-    """Give late (duplicate) deliveries a chance to show before counting again."""
-    await asyncio.sleep(seconds)
 
 
 # ------------------------------------------------------------------ 1. three users, three instances
@@ -356,11 +299,10 @@ async def test_rate_limit_toast_keeps_the_text(make_cluster, room, browser):
     await expect(toast).to_have_count(1)  # a burst bumps one toast's counter
     await expect(toast).to_be_visible()
     await expect(page.locator(f"{MESSAGES} .text")).to_have_text(texts[:3])
-    # Each refused text is either back in the message box or kept in #pending.
-    for text in texts[3:]:
-        await until(page, """t => document.getElementById('message').value === t ||
-                           [...document.querySelectorAll('#pending .pending-text')].some(e => e.textContent === t)""",
-                    text, what=f"{text!r} back in the message box or in #pending")
+    # Each refused text is kept in #pending, once, with Retry; none goes back into the box.
+    await expect(page.locator("#pending .pending-item.failed .pending-text")).to_have_text(texts[3:])
+    await expect(page.locator("#pending .pending-item.failed button.retry")).to_have_count(2)
+    await expect(page.locator("#message")).to_have_value("")
     await browser.shot(page)
 
 
