@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 
 def redis_server_binary() -> str:
@@ -37,18 +37,32 @@ def data_dir() -> Path:
     return path
 
 
-def start_redis(url: str, log_path: Path | None = None) -> subprocess.Popen:
-    """Start a redis-server for ``url`` (loopback host, its port and password) in its own group."""
+def config_quote(value: str) -> str:
+    """``value`` as a double-quoted redis.conf string (any character allowed)."""
+    return '"' + "".join(c if c.isalnum() else f"\\x{ord(c):02x}" for c in value.encode("utf-8").decode("latin-1")) + '"'
+
+
+def start_redis(url: str, log_path: Path | None = None, data: Path | None = None) -> subprocess.Popen:
+    """Start a redis-server for ``url`` (loopback host, its port and password) in its own group.
+
+    The password goes in through the configuration read from stdin (``redis-server -``),
+    never on the command line, where any local user could read it.
+    """
     parts = urlsplit(url)
-    argv = [redis_server_binary(), "--port", str(parts.port or 6379), "--bind", parts.hostname or "127.0.0.1",
-            "--save", "", "--appendonly", "yes", "--dir", str(data_dir())]
-    if parts.password:
-        argv += ["--requirepass", parts.password]
-    log = open(log_path or data_dir() / "redis.log", "ab")
+    data = data or data_dir()
+    argv = [redis_server_binary(), "-", "--port", str(parts.port or 6379), "--bind", parts.hostname or "127.0.0.1",
+            "--save", "", "--appendonly", "yes", "--dir", str(data)]
+    config = f"requirepass {config_quote(unquote(parts.password))}\n" if parts.password else ""
+    log = open(log_path or data / "redis.log", "ab")
     try:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     finally:
         log.close()
+    assert proc.stdin is not None
+    proc.stdin.write(config.encode("latin-1"))
+    proc.stdin.close()
+    return proc
 
 
 def stop_group(proc: subprocess.Popen, timeout: float = 8.0) -> None:

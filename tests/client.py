@@ -31,7 +31,7 @@ class ChatClient:
         self.frames.append(frame)
         return frame
 
-    async def expect(self, kind: str, timeout: float = 5.0, skip: tuple[str, ...] = ("room_created", "user_joined", "user_left")) -> dict:
+    async def expect(self, kind: str, timeout: float = 5.0, skip: tuple[str, ...] = ("room_created", "room_removed", "user_joined", "user_left", "ack")) -> dict:
         """The next frame of type ``kind``, passing over the event types in ``skip``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

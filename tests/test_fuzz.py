@@ -31,7 +31,10 @@ from quart_chat.session import Session
 MAX_TEXT = 200
 KNOWN_CODES = {"bad_json", "bad_request", "unknown_type", "invalid_room", "invalid_user",
                "invalid_text", "not_joined", "rate_limited", "unavailable"}
-REPLIES = {"joined", "left", "pong", "error"}
+REPLIES = {"joined", "left", "pong", "error", "ack"}
+# (room, user, client_id) -> the id it was first stored under, over every example (G8).
+SENT: dict[tuple[str, str, str], str] = {}
+ACKED: set[tuple[str, str]] = set()
 ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 STREAM_ID_RE = re.compile(r"[0-9]+-[0-9]+")
 # Unicode's White_Space property (PropList.txt), which PROTOCOL.md section 6 trims.
@@ -232,6 +235,9 @@ class ListOutbox:
     def close(self) -> None:
         pass
 
+    def backlog(self) -> int:
+        return 0
+
     def abort(self, delay: float) -> None:
         pass
 
@@ -248,7 +254,7 @@ def world(tmp_path_factory):
     async def start() -> None:
         await broker.start()
         for _ in range(100):
-            if broker.subscribed:
+            if broker.subscriber.subscribed:
                 return
             await asyncio.sleep(0.05)
         raise RuntimeError("the broker never subscribed")
@@ -287,8 +293,18 @@ async def run_session(conf, hub, broker, frames: list, record: bool = True) -> N
             if record:
                 event(f"outcome: {details.get('reply') or sorted(allowed)[0]}")
             if details.get("reply") == "message":
-                assert replies == [], (raw, replies)
+                cid = details["client_id"]
+                if cid is None:
+                    assert replies == [], (raw, replies)
+                else:  # the ack comes first: it is sent once the append returns
+                    assert [f["type"] for f in replies] == ["ack"] and replies[0]["client_id"] == cid, (raw, replies)
+                    first = SENT.setdefault((details["room"], model.user, cid), replies[0]["id"])
+                    assert replies[0]["id"] == first, f"a resent client_id got a new id: {raw} {replies}"
+                    if (details["room"], first) in ACKED:
+                        continue  # G8: stored before, so not delivered again
+                    ACKED.add((details["room"], first))
                 echo = await _wait_echo(outbox, start, details, model.user)
+                assert cid is None or echo["id"] == replies[0]["id"]
                 assert echo["user"] == model.user and (echo["room"], echo["id"]) not in seen_echoes
                 seen_echoes.add((echo["room"], echo["id"]))
                 continue
