@@ -1186,16 +1186,16 @@
     const roomName = String(name).trim();
     const user = currentName();
     if (!validUser(user)) {
-      toast(user ? 'Names are 1–32 characters without control characters' : 'Pick a name first', '',
-        { code: 'name', group: 'join' });
+      joinHint(user ? 'Names are 1–32 characters without control characters' : 'Pick a name first', 'name');
       ui.username.focus();
       return false;
     }
     if (!ROOM_RE.test(roomName)) {
-      toast(roomName ? ERROR_TEXT.invalid_room : 'Type a room name to join', '', { code: 'invalid_room', group: 'join' });
+      joinHint(roomName ? ERROR_TEXT.invalid_room : 'Type a room name to join', 'invalid_room');
       ui.room.focus();
       return false;
     }
+    joinHint(null);
     clearToasts('join');
     if (state.user === null && !state.tokenName) {
       ui.username.value = user;
@@ -1211,6 +1211,20 @@
     }
     activate(room.name);
     return true;
+  }
+
+  // What is wrong with the join form is said in the form, next to the fields; it goes as
+  // soon as they are edited or a join succeeds.
+  function joinHint(text, code) {
+    ui.joinHint.textContent = text || '';
+    ui.joinHint.hidden = !text;
+    if (text) ui.joinHint.dataset.code = code;
+    else delete ui.joinHint.dataset.code;
+    const bad = text ? (code === 'name' ? ui.username : ui.room) : null;
+    for (const f of [ui.username, ui.room]) {
+      if (f === bad) f.setAttribute('aria-invalid', 'true');
+      else f.removeAttribute('aria-invalid');
+    }
   }
 
   function sendJoin(room) {
@@ -1350,6 +1364,7 @@
     room.known = true;
     if (!room.wanted) return; // left meanwhile; the server gets our `leave` next
     clearToasts('join');
+    joinHint(null);
     const rejoin = room.everJoined;
     const restored = !rejoin && room.restored;
     if (typeof f.user === 'string' && f.user) {
@@ -1435,10 +1450,13 @@
     const p = typeof f.ref === 'string' ? state.pending.get(f.ref) : null;
     if (p) {
       // Refused: the text stays in the pending list (Retry / Edit / Discard), never in the box.
-      failPending(p, REFUSED_TEXT[code] || ERROR_TEXT[code] || serverMsg || code);
-      if (code === 'invalid_text') title = 'Message not sent: it is empty, too long or has invalid characters';
+      // invalid_text: the server says what is wrong (e.g. "text is longer than 2000 characters").
+      const precise = code === 'invalid_text' && serverMsg;
+      failPending(p, precise ? serverMsg : REFUSED_TEXT[code] || ERROR_TEXT[code] || serverMsg || code);
+      if (code === 'invalid_text') title = precise ? 'Message not sent: ' + serverMsg : 'Message not sent: it is empty, too long or has invalid characters';
       const n = pendingFor(p.room).filter((q) => q.state === 'failed').length;
-      toast(title, n > 1 ? n + ' messages are kept above, with Retry' : 'It is kept above, with Retry', { code, group: 'send' });
+      const how = code === 'invalid_text' ? 'with Edit' : 'with Retry';
+      toast(title, n > 1 ? n + ' messages are kept above, ' + how : 'It is kept above, ' + how, { code, group: 'send' });
       return;
     }
     if (f.ref === 'join') {
@@ -1659,6 +1677,7 @@
     ui.emptyState = $('empty-state');
     ui.roomsEmpty = $('rooms-empty');
     ui.roomCount = $('room-count');
+    ui.joinHint = $('join-hint');
     ui.roomTitle = $('room-title');
     ui.roomSubtitle = $('room-subtitle');
     ui.memberCount = $('member-count');
@@ -1678,7 +1697,7 @@
     ui.room.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.isComposing) { ev.preventDefault(); onJoinClick(); }
     });
-    ui.room.addEventListener('input', () => clearToasts('join'));
+    ui.room.addEventListener('input', () => { joinHint(null); clearToasts('join'); });
     ui.username.addEventListener('keydown', (ev) => {
       if (ev.key !== 'Enter' || ev.isComposing) return;
       ev.preventDefault();
@@ -1686,7 +1705,8 @@
       else ui.room.focus();
     });
     ui.username.addEventListener('input', () => {
-      if (validUser(ui.username.value)) clearToasts('join');
+      if (ui.joinHint.dataset.code === 'name') joinHint(null);
+      clearToasts('join');
     });
     ui.username.addEventListener('change', () => {
       if (!ui.username.readOnly && validUser(ui.username.value)) lsSet(LS_USER, ui.username.value.trim());
