@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from quart import Quart, Response, current_app
 
-from .asgi import DirectWebsocketConnection, GoingAway, ignore_shutdown_cancellations, pass_sigterm_to_supervisor
+from . import fdlimit
+from .asgi import (GoingAway, check_fast_paths, connection_class, ignore_shutdown_cancellations,
+                   pass_sigterm_to_supervisor)
 from .broker import Broker
 from .config import Settings
 from .rooms import Hub
@@ -85,7 +87,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     hub = Hub()
     broker = Broker(settings, hub)
     app.extensions[EXTENSION] = Chat(settings, hub, broker)
-    app.asgi_websocket_class = DirectWebsocketConnection
+    fd_guard = app.extensions[fdlimit.EXTENSION] = fdlimit.FdGuard()
+    # The lean connection class (asgi.py) unless CHAT_FAST_PATH=0 or Quart's internals differ.
+    app.asgi_websocket_class = connection_class(settings.fast_path)
     for blueprint in (pages.bp, ws.bp, api.bp):
         app.register_blueprint(blueprint)
 
@@ -93,11 +97,14 @@ def create_app(settings: Settings | None = None) -> Quart:
     async def start_broker() -> None:
         """Start the subscriber and heartbeat before the first connection."""
         _configure_logging()
+        fd_guard.start(lambda: len(hub.receivers))  # raise the open-file limit before saying what it is
         logging.getLogger("quart_chat").info(
-            "instance %s using Redis at %s (event loop: %s)", settings.instance,
+            "instance %s using Redis at %s (event loop: %s; open files: %s)", settings.instance,
             redact(settings.redis_url), type(asyncio.get_running_loop()).__module__.split(".")[0],
+            fd_guard.describe(),
         )
         pass_sigterm_to_supervisor()
+        check_fast_paths(settings.fast_path)  # warns when an internal the fast paths use is missing
         ignore_shutdown_cancellations()
         await broker.start()
         # Everything made so far lives as long as the process: keep the collector off it,
@@ -107,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.after_serving
     async def stop_broker() -> None:
         """Stop background work and remove this instance's members."""
+        fd_guard.stop()
         await broker.stop()
 
     @app.after_request

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import multiprocessing
 import os
 import signal
+from importlib import metadata
 from typing import Any, Awaitable, Callable
 
 from quart.asgi import ASGIWebsocketConnection
+
+from . import wire
+
+log = logging.getLogger("quart_chat.asgi")
 
 CLOSE_GOING_AWAY = 1001
 # Seconds a worker given SIGTERM waits for its Hypercorn parent to start the shutdown.
@@ -71,9 +78,13 @@ def pass_sigterm_to_supervisor() -> bool:
     """
     parent = multiprocessing.parent_process()
     # Hypercorn hands the event to its worker as a keyword argument of the Process.
-    shutdown = getattr(multiprocessing.current_process(), "_kwargs", {}).get("shutdown_event")
-    if (parent is None or parent.pid is None or not callable(getattr(shutdown, "is_set", None))
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+    kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
+    shutdown = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
+    if parent is None or parent.pid is None or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    if not callable(getattr(shutdown, "is_set", None)):
+        log.warning("SIGTERM hand-over off: no shutdown_event in this worker's Process._kwargs "
+                    "(Hypercorn changed?); a SIGTERM to the worker alone stops it without close 1001")
         return False
     loop = asyncio.get_running_loop()
     supervisor = parent.pid
@@ -136,6 +147,64 @@ class _Pull:
                 raise _ClientGone()
 
 
+def _params(func: Any) -> list[str] | None:
+    try:
+        return list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return None
+
+
+def quart_problems() -> list[str]:
+    """What `DirectWebsocketConnection` needs from the installed Quart, and is missing."""
+    problems = []
+    for name, params in (("_create_websocket_from_scope", ["self", "send"]),
+                         ("handle_websocket", ["self", "websocket", "send"])):
+        got = _params(getattr(ASGIWebsocketConnection, name, None))
+        if got != params:
+            problems.append(f"Quart's ASGIWebsocketConnection.{name}({', '.join(got or ['?'])}) "
+                            f"is not ({', '.join(params)})")
+    return problems
+
+
+def connection_class(fast_path: bool) -> type[ASGIWebsocketConnection]:
+    """The Quart WebSocket connection class to use: the lean one when allowed and possible."""
+    if fast_path and not quart_problems():
+        return DirectWebsocketConnection
+    return ASGIWebsocketConnection
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def check_fast_paths(fast_path: bool) -> list[str]:
+    """Check once, at start-up, the internals both fast paths rely on; log what is found.
+
+    Returns the problems (empty when the fast paths are on and everything is as expected).
+    A problem is a warning in the log and, for the outbound path, shows in ``/healthz``.
+    """
+    versions = ", ".join(f"{d} {_version(d)}" for d in ("quart", "hypercorn", "wsproto"))
+    if not fast_path:
+        log.info("fast paths off (CHAT_FAST_PATH=0): Quart's own WebSocket handling and the "
+                 "portable outbound path (%s)", versions)
+        return []
+    problems = quart_problems()
+    for problem in problems:
+        log.warning("lean WebSocket connection class off, using Quart's own: %s (%s)", problem, versions)
+    outbound = wire.check_internals()
+    for problem in outbound:
+        wire.STATUS.fell_back(problem, connection=False)
+    if not problems and not outbound:
+        log.info("fast paths on: lean WebSocket connections, direct outbound path (%s)", versions)
+    return problems + outbound
+
+
+_probe_failed = False
+
+
 class DirectWebsocketConnection(ASGIWebsocketConnection):
     """Quart's WebSocket handling without the reader task and inbound queue it adds per connection.
 
@@ -148,8 +217,17 @@ class DirectWebsocketConnection(ASGIWebsocketConnection):
     """
 
     async def __call__(self, receive: Any, send: Any) -> None:
-        self.queue = _Pull(receive)  # type: ignore[assignment]
+        global _probe_failed
+        pull = self.queue = _Pull(receive)  # type: ignore[assignment]
         websocket = self._create_websocket_from_scope(send)
+        if getattr(websocket, "_receive", None) != pull.get:
+            # Quart no longer reads through self.queue.get: run its own code, loudly.
+            if not _probe_failed:
+                _probe_failed = True
+                log.warning("lean WebSocket connection class off, using Quart's own: Quart %s does not "
+                            "read frames through ASGIWebsocketConnection.queue.get", _version("quart"))
+            self.queue = asyncio.Queue()
+            return await super().__call__(receive, send)
         try:
             await self.handle_websocket(websocket, send)
         except _ClientGone:

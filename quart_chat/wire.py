@@ -18,13 +18,21 @@ uncompressed message (RSV1 = 0) is still valid (RFC 7692 section 6), so these fr
 freely with the ones wsproto writes (pings, pongs, the close frame): every write is whole
 frames. Nothing is written once wsproto has left the OPEN state. Where the internals are
 not what this expects (HTTP/2, another server or Hypercorn version), `direct_outbox`
-returns None and the session falls back to `QueueOutbox`, the plain ASGI path.
+returns None and the session falls back to `QueueOutbox`, the plain ASGI path: never
+quietly. The first fallback for each reason is logged as a warning, `/healthz` shows the
+path (``outbound``) and counts the fallbacks, and `check_internals` looks for the classes and
+attributes relied on once at start-up. ``CHAT_FAST_PATH=0`` takes the portable path only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Awaitable, Callable
+
+log = logging.getLogger("quart_chat.wire")
+
+CLOSE_INTERNAL_ERROR = 1011
 
 _last_text: str | None = None
 _last_frame: bytes = b""
@@ -144,18 +152,31 @@ class DirectOutbox:
 
 
 class QueueOutbox:
-    """The portable path: a bounded queue drained by one writer task through ``send``."""
+    """The portable path: a bounded queue drained by one writer task through ``send``.
 
-    __slots__ = ("_queue", "_send", "_task", "closed")
+    If ``send`` ever raises (anything but a cancellation), the writer is dead: the outbox
+    stops taking frames, drops what is queued and calls ``on_error(1011)`` (the session's
+    abort, which closes the connection), so it can never fill up behind a writer that is gone.
+    """
 
-    def __init__(self, send: Callable[[str], Awaitable[None]], limit: int) -> None:
+    __slots__ = ("_queue", "_send", "_task", "_on_error", "closed")
+
+    def __init__(self, send: Callable[[str], Awaitable[None]], limit: int,
+                 on_error: Callable[[int], None] | None = None) -> None:
         self._queue: asyncio.Queue[str] = asyncio.Queue(limit)
         self._send = send
         self._task: asyncio.Task | None = None
+        self._on_error = on_error
         self.closed = False
 
     def put(self, text: str) -> bool:
-        """Queue one frame; False when the queue is full (a client too slow)."""
+        """Queue one frame; False when the queue is full (a client too slow).
+
+        Once closed (by the view, or because the writer died) frames are dropped: the
+        connection is being closed with its own code, so this is not "too slow".
+        """
+        if self.closed:
+            return True
         if self._task is None:  # created on first use: idle connections cost no task
             self._task = asyncio.get_running_loop().create_task(self._pump())
         try:
@@ -166,12 +187,23 @@ class QueueOutbox:
 
     async def _pump(self) -> None:
         queue, send = self._queue, self._send
-        while True:
-            await send(await queue.get())
+        try:
+            while True:
+                await send(await queue.get())
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # the writer is dead: close rather than queue for nobody
+            self._fail(err)
 
-    def backlog(self) -> int:
-        """Frames waiting for the writer task."""
-        return self._queue.qsize()
+    def _fail(self, err: BaseException) -> None:
+        self.closed = True
+        queue = self._queue
+        while not queue.empty():
+            queue.get_nowait()
+        log.warning("outbound writer failed, closing the connection with %d: %r",
+                    CLOSE_INTERNAL_ERROR, err, exc_info=err)
+        if self._on_error is not None:
+            self._on_error(CLOSE_INTERNAL_ERROR)
 
     def close(self) -> None:
         """Stop the writer task; nothing more is sent."""
@@ -190,27 +222,131 @@ def _abort(transport: asyncio.BaseTransport) -> None:
         pass
 
 
+class OutboundStatus:
+    """Which outbound path this process's connections take: for the log and ``/healthz``.
+
+    Process-wide and independent of the number of connections (nothing per connection).
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None  # why the last fallback happened
+        self.fallbacks = 0  # connections that fell back since start-up
+        self._warned: set[str] = set()  # a handful of fixed strings at most
+
+    def fell_back(self, reason: str, connection: bool = True) -> None:
+        """Record a fallback; warn the first time each ``reason`` is seen."""
+        self.reason = reason
+        if connection:
+            self.fallbacks += 1
+        if reason not in self._warned:
+            self._warned.add(reason)
+            log.warning("direct outbound path not available (%s): connections use the portable "
+                        "path instead (QueueOutbox, slower); /healthz counts them as fallbacks", reason)
+
+    def describe(self, fast_path: bool) -> dict[str, Any]:
+        """``{"outbound": ..., "fallbacks": n}`` for ``/healthz``."""
+        if not fast_path:
+            outbound = "portable (CHAT_FAST_PATH=0)"
+        elif self.reason is not None:
+            outbound = f"fallback: {self.reason}"
+        else:
+            outbound = "direct"
+        return {"outbound": outbound, "fallbacks": self.fallbacks}
+
+    def reset(self) -> None:
+        """Forget every fallback (for tests)."""
+        self.__init__()  # type: ignore[misc]
+
+
+STATUS = OutboundStatus()
+
+
 def direct_outbox(raw_send: Any, limit: int) -> DirectOutbox | None:
     """A `DirectOutbox` for the accepted WebSocket behind Hypercorn's ASGI ``send``, or None.
 
     ``raw_send`` must be the server's own callable (``WSStream.app_send``), not a wrapper.
+    None means the portable path must be used; the reason is recorded in `STATUS` (and
+    logged the first time).
     """
+    try:
+        found = _direct_outbox(raw_send, limit)
+    except Exception as err:  # an internal changed shape in a way not foreseen below
+        found = f"unexpected {type(err).__name__}: {err}"
+    if isinstance(found, str):
+        STATUS.fell_back(found)
+        return None
+    return found
+
+
+def _direct_outbox(raw_send: Any, limit: int) -> DirectOutbox | str:
+    """The outbox, or why there is none."""
     try:
         from wsproto.connection import ConnectionState
     except ImportError:
-        return None
+        return "wsproto.connection.ConnectionState not found"
+    if raw_send is None:
+        return "the server's send is not in the scope (app not wrapped by asgi.GoingAway)"
     stream = getattr(raw_send, "__self__", None)
     if type(stream).__name__ != "WSStream":
-        return None
+        return f"the server's send is {_name(raw_send)}, not Hypercorn's WSStream.app_send"
     protocol = getattr(getattr(stream, "send", None), "__self__", None)
     if type(protocol).__name__ != "H11Protocol":  # HTTP/2 wraps frames in DATA frames
-        return None
+        if type(protocol).__name__ == "H2Protocol":
+            return "WebSocket over HTTP/2 (RFC 8441)"
+        return f"Hypercorn's WSStream sends through {_name(getattr(stream, 'send', None))}, not H11Protocol"
     server = getattr(getattr(protocol, "send", None), "__self__", None)
     writer = getattr(server, "writer", None)
+    if not isinstance(writer, asyncio.StreamWriter):
+        return f"Hypercorn's {type(server).__name__} has no asyncio StreamWriter (not the asyncio worker?)"
     conn = getattr(stream, "connection", None)
-    if not isinstance(writer, asyncio.StreamWriter) or conn is None or conn.state is not ConnectionState.OPEN:
-        return None
+    if not isinstance(getattr(conn, "state", None), ConnectionState):
+        return "Hypercorn's WSStream.connection is not a wsproto Connection"
+    # A connection no longer OPEN still gets its DirectOutbox: it writes nothing (see flush).
     extensions = getattr(getattr(conn, "_proto", None), "extensions", None)
-    if extensions is None or any(e.name != "permessage-deflate" for e in extensions if e.enabled()):
-        return None
+    if extensions is None:
+        return "wsproto's Connection._proto.extensions not found"
+    for ext in extensions:
+        if ext.enabled() and ext.name != "permessage-deflate":
+            return f"WebSocket extension {ext.name!r} negotiated"
     return DirectOutbox(writer, conn, ConnectionState.OPEN, limit)
+
+
+def _name(obj: Any) -> str:
+    return getattr(obj, "__qualname__", None) or type(obj).__qualname__
+
+
+def check_internals() -> list[str]:
+    """What the direct path needs from the installed Hypercorn and wsproto, and is missing.
+
+    Run once at start-up: an empty list means the classes and attributes `_direct_outbox`
+    looks for exist, and wsproto frames text exactly as `ws_frame` does. (What only a live
+    connection has is checked per connection, by `direct_outbox`.)
+    """
+    problems: list[str] = []
+    try:
+        from hypercorn.asyncio.tcp_server import TCPServer
+        from hypercorn.protocol.h11 import H11Protocol
+        from hypercorn.protocol.ws_stream import WSStream
+    except ImportError as err:
+        problems.append(f"Hypercorn's classes not found ({err})")
+    else:
+        for cls, attr in ((WSStream, "app_send"), (H11Protocol, "stream_send"), (TCPServer, "protocol_send")):
+            if not callable(getattr(cls, attr, None)):
+                problems.append(f"hypercorn {cls.__name__}.{attr} not found")
+    try:
+        from wsproto.connection import Connection, ConnectionState, ConnectionType
+        from wsproto.events import TextMessage
+    except ImportError as err:
+        problems.append(f"wsproto's classes not found ({err})")
+    else:
+        conn = Connection(ConnectionType.SERVER)
+        if conn.state is not ConnectionState.OPEN:
+            problems.append("wsproto's Connection.state is not ConnectionState.OPEN when new")
+        if getattr(getattr(conn, "_proto", None), "extensions", None) != []:
+            problems.append("wsproto's Connection._proto.extensions not found")
+        for n in (5, 200, 70000):
+            text = "\u20ac" * n
+            if conn.send(TextMessage(data=text)) != ws_frame(text):
+                problems.append(f"wsproto frames a text of {n} characters differently")
+                break
+    return problems

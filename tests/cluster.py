@@ -7,6 +7,7 @@ Hypercorn's worker never outlives its parent and nothing is ever stopped by name
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -38,10 +39,14 @@ class Process:
         self.log_path = logdir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
-    def _spawn(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+               nofile: tuple[int, int] | None = None) -> None:
         log = open(self.log_path, "ab")
+        # ``nofile`` = (soft, hard) RLIMIT_NOFILE for the child (and what it spawns), set
+        # between fork and exec so the test process keeps its own limits.
+        preexec = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile))
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=preexec)
         log.close()
 
     @property
@@ -133,15 +138,16 @@ class RedisProcess(Process):
 
 
 class ChatInstance(Process):
-    """One ``hypercorn quart_chat:app`` instance."""
+    """One ``hypercorn quart_chat:app`` instance; ``nofile`` = (soft, hard) open-file limit."""
 
     def __init__(self, logdir: Path, redis_url: str, name: str, env: dict[str, str] | None = None,
-                 port: int | None = None, config: bool = False) -> None:
+                 port: int | None = None, config: bool = False, nofile: tuple[int, int] | None = None) -> None:
         super().__init__(name, logdir)
         self.port = port or free_port()
         self.redis_url = redis_url
         self.extra_env = dict(env or {})
         self.config = config
+        self.nofile = nofile
 
     @property
     def http_url(self) -> str:
@@ -157,7 +163,7 @@ class ChatInstance(Process):
         if self.config:
             argv += ["-c", str(ROOT / "hypercorn.toml")]
         argv += ["quart_chat:app", "-b", f"{HOST}:{self.port}"]
-        self._spawn(argv, env=env, cwd=ROOT)
+        self._spawn(argv, env=env, cwd=ROOT, nofile=self.nofile)
         if wait:
             self.wait_ready()
         return self

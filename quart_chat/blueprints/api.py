@@ -6,9 +6,10 @@ from quart import Blueprint, Response, jsonify, request
 
 from ..app import get_chat
 from ..broker import Unavailable
+from ..fdlimit import health_fields
 from ..history import parse_page_args, parse_rooms_args
 from ..protocol import ProtocolError, dumps, validate_room
-from ..wire import DirectOutbox
+from ..wire import STATUS as OUTBOUND, DirectOutbox
 
 bp = Blueprint("api", __name__)
 
@@ -62,5 +63,8 @@ async def healthz() -> tuple[Response, int]:
     body = {"status": "ok" if ok else "degraded", "instance": chat.settings.instance,
             "redis": "ok" if ok else "down", "connections": len(sessions),
             # Connections on the direct outbound path (wire.py); the rest use the ASGI fallback.
-            "direct": sum(isinstance(getattr(s, "outbox", None), DirectOutbox) for s in sessions)}
+            "direct": sum(isinstance(getattr(s, "outbox", None), DirectOutbox) for s in sessions),
+            # "direct", "portable (CHAT_FAST_PATH=0)" or "fallback: <why>"; "fallbacks" counted.
+            **OUTBOUND.describe(chat.settings.fast_path)}
+    body.update(health_fields())  # "refused" handshakes by reason, "nofile" limits (fdlimit.py)
     return jsonify(body), 200 if ok else 503

@@ -13,6 +13,7 @@ from quart import Blueprint, Response, websocket
 
 from ..app import get_chat
 from ..asgi import RAW_SEND
+from ..fdlimit import refuse_handshake
 from ..forwarded import client_address, is_loopback, origin_allowed, request_origin
 from ..session import CLOSE_TOO_SLOW, Session
 from ..wire import QueueOutbox, direct_outbox
@@ -41,6 +42,9 @@ def _frame_too_big(data: str | bytes, limit: int) -> bool:
 async def ws() -> Response | None:
     """One chat connection, as PROTOCOL.md section 4 describes."""
     chat = get_chat()
+    at_fd_limit = refuse_handshake(len(chat.hub.receivers))
+    if at_fd_limit is not None:
+        return at_fd_limit  # 503 before accept: out of open files (fdlimit.py)
     settings = chat.settings
     headers = websocket.headers
     peer = (websocket.scope.get("client") or (None,))[0]
@@ -62,8 +66,9 @@ async def ws() -> Response | None:
     view = asyncio.current_task()
     await websocket.accept()
     # Straight to the socket under Hypercorn/HTTP 1.1; through Quart's send elsewhere.
-    outbox = (direct_outbox(websocket.scope.get(RAW_SEND), settings.send_queue)
-              or QueueOutbox(websocket.send, settings.send_queue))
+    # (CHAT_FAST_PATH=0: always the latter.) A dead writer closes with 1011 through the session.
+    outbox = ((settings.fast_path and direct_outbox(websocket.scope.get(RAW_SEND), settings.send_queue))
+              or QueueOutbox(websocket.send, settings.send_queue, on_error=lambda code: session.abort(code)))
     session = Session(settings, chat.hub, chat.broker, outbox, on_abort=lambda _code: view.cancel())
     chat.hub.attach(session)
     limit = settings.max_frame
