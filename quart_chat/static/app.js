@@ -108,6 +108,7 @@
     roomsLoading: false,
     roomsAgain: false,
     roomsGen: 0,
+    filter: '',               // what the room field holds, lower case: #rooms shows the rooms containing it
     saveTimer: null,
   };
 
@@ -285,7 +286,24 @@
     return room;
   }
 
+  function filteredOut(room) {
+    return state.filter !== '' && !room.sortKey.includes(state.filter);
+  }
+
+  // Typing in the room field narrows the list (the entries stay in #rooms, hidden).
+  function applyRoomFilter() {
+    const q = ui.room.value.trim().toLowerCase();
+    if (q === state.filter) return;
+    state.filter = q;
+    for (const room of state.roomOrder) {
+      const hide = filteredOut(room);
+      if (room.li.hidden !== hide) room.li.hidden = hide;
+    }
+    updateRoomsEmpty();
+  }
+
   function insertRoomEntry(room) {
+    room.li.hidden = filteredOut(room);
     const i = orderIndex(room);
     const next = state.roomOrder[i];
     state.roomOrder.splice(i, 0, room);
@@ -324,7 +342,10 @@
       while (i < old.length) merged[k++] = old[i++];
       while (j < fresh.length) merged[k++] = fresh[j++];
       state.roomOrder = merged;
-      for (const room of fresh) updateRoomEntry(room);
+      for (const room of fresh) {
+        room.li.hidden = filteredOut(room);
+        updateRoomEntry(room);
+      }
       const frag = document.createDocumentFragment();
       for (const room of merged) frag.appendChild(room.li);
       ui.rooms.appendChild(frag);
@@ -375,7 +396,14 @@
   function updateRoomsEmpty() {
     const n = state.rooms.size;
     ui.roomCount.textContent = n ? n.toLocaleString('en') : '';
-    if (n > 0) ui.roomsEmpty.hidden = true;
+    if (n > 0 && state.filter !== '') {
+      let shown = 0;
+      for (const room of state.roomOrder) if (!room.li.hidden) { shown = 1; break; }
+      ui.roomsEmpty.hidden = shown > 0;
+      ui.roomsEmpty.textContent = ROOM_RE.test(ui.room.value.trim())
+        ? 'No room matches — press Join to create #' + ui.room.value.trim()
+        : 'No room matches';
+    } else if (n > 0) ui.roomsEmpty.hidden = true;
     else {
       ui.roomsEmpty.hidden = false;
       ui.roomsEmpty.textContent = state.roomsLoaded ? 'No rooms yet — name one and press Join.' : 'Loading rooms…';
@@ -1244,6 +1272,7 @@
     const name = ui.room.value.trim();
     if (joinRoom(name)) {
       ui.room.value = '';
+      applyRoomFilter();
       ui.message.focus();
     }
   }
@@ -1254,7 +1283,11 @@
     const room = state.rooms.get(li.dataset.room);
     if (!room) return;
     if (room.wanted) activate(room.name);
-    else joinRoom(room.name);
+    else if (!joinRoom(room.name)) return;
+    if (state.filter !== '') {
+      ui.room.value = '';
+      applyRoomFilter();
+    }
   }
 
   // ---------------------------------------------------------------- this tab's session (reload)
@@ -1697,7 +1730,7 @@
     ui.room.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.isComposing) { ev.preventDefault(); onJoinClick(); }
     });
-    ui.room.addEventListener('input', () => { joinHint(null); clearToasts('join'); });
+    ui.room.addEventListener('input', () => { joinHint(null); clearToasts('join'); applyRoomFilter(); });
     ui.username.addEventListener('keydown', (ev) => {
       if (ev.key !== 'Enter' || ev.isComposing) return;
       ev.preventDefault();
