@@ -169,6 +169,7 @@ class Broker:
     async def join(self, room: str, user: str, key: str, since: StreamId | None) -> JoinResult:
         """Record the room (within CHAT_MAX_ROOMS) and the member, read history and members."""
         s = self.settings
+        arg: int | str
         if since is None:
             mode, arg = "last", s.history_on_join or 1
         else:
@@ -227,15 +228,15 @@ class Broker:
         try:
             start = 0
             if after is not None:
-                rank = await self.redis.zrank(ROOMS, after)
+                rank: Any = await self.redis.zrank(ROOMS, after)
                 if rank is None:
                     return None
                 start = rank + 1
-            pairs = await self.redis.zrange(ROOMS, start, start + limit, withscores=True)
+            pairs: Any = await self.redis.zrange(ROOMS, start, start + limit, withscores=True)
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
-        page = [{"name": name, "created": int(score)} for name, score in pairs[:limit]]
-        return page, (page[-1]["name"] if len(pairs) > limit else None)
+        page: list[dict[str, Any]] = [{"name": name, "created": int(score)} for name, score in pairs[:limit]]
+        return page, (pairs[limit - 1][0] if len(pairs) > limit else None)
 
     async def history_page(self, room: str, limit: int, before: StreamId | None) -> tuple[list[str], bool] | None:
         """The newest ``limit`` messages older than ``before``, oldest first, and whether more exist.

@@ -8,12 +8,19 @@ socket. ``X-Forwarded-*`` headers are believed only when the peer itself is a tr
 from __future__ import annotations
 
 import ipaddress
-from typing import Mapping
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from .config import IPNetwork
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class Headers(Protocol):
+    """What is read of request headers: a dict or werkzeug's ``Headers``."""
+
+    def get(self, key: str, default: str) -> str:
+        """The header's value, or ``default``."""
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -35,7 +42,7 @@ def is_loopback(address: str | None) -> bool:
     return ip is not None and ip.is_loopback
 
 
-def client_address(peer: str | None, headers: Mapping[str, str], trusted: tuple[IPNetwork, ...]) -> str | None:
+def client_address(peer: str | None, headers: Headers, trusted: tuple[IPNetwork, ...]) -> str | None:
     """The address of the client: the peer's, or behind trusted proxies the nearest untrusted
     hop of ``X-Forwarded-For`` (read right to left: each proxy appends what it saw)."""
     if not is_trusted(peer, trusted):
@@ -49,7 +56,7 @@ def client_address(peer: str | None, headers: Mapping[str, str], trusted: tuple[
     return hops[0] if hops else peer
 
 
-def request_origin(scheme: str, host: str | None, peer: str | None, headers: Mapping[str, str],
+def request_origin(scheme: str, host: str | None, peer: str | None, headers: Headers,
                    trusted: tuple[IPNetwork, ...]) -> tuple[str, str | None]:
     """The ``(scheme, host)`` the browser used: ws/wss mapped to http/https, and behind a
     trusted proxy its ``X-Forwarded-Proto`` and ``X-Forwarded-Host``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import orjson
 
@@ -166,20 +166,20 @@ def parse_frame(raw: str | bytes, max_text: int) -> Command:
         raise
 
 
-def _ref_of(obj: dict, kind: str) -> str:
+def _ref_of(obj: dict[str, Any], kind: str) -> str:
     cid = obj.get("client_id")
     if kind == "message" and isinstance(cid, str) and len(cid) <= MAX_CLIENT_ID:
         return cid
     return kind
 
 
-def _required(obj: dict, name: str) -> Any:
+def _required(obj: dict[str, Any], name: str) -> Any:
     if name not in obj:
         raise ProtocolError("bad_request", f"missing field '{name}'")
     return obj[name]
 
 
-def _parse_join(obj: dict, _max_text: int) -> Join:
+def _parse_join(obj: dict[str, Any], _max_text: int) -> Join:
     room = validate_room(_required(obj, "room"))
     user = obj.get("user")
     user = None if user is None else validate_user(user)
@@ -191,11 +191,11 @@ def _parse_join(obj: dict, _max_text: int) -> Join:
     return Join(room, user, since)
 
 
-def _parse_leave(obj: dict, _max_text: int) -> Leave:
+def _parse_leave(obj: dict[str, Any], _max_text: int) -> Leave:
     return Leave(validate_room(_required(obj, "room")))
 
 
-def _parse_message(obj: dict, max_text: int) -> Message:
+def _parse_message(obj: dict[str, Any], max_text: int) -> Message:
     client_id = obj.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID):
         raise ProtocolError("bad_request", f"client_id must be a string of at most {MAX_CLIENT_ID} characters")
@@ -204,11 +204,11 @@ def _parse_message(obj: dict, max_text: int) -> Message:
     return Message(room, text, client_id)
 
 
-def _parse_ping(_obj: dict, _max_text: int) -> Ping:
+def _parse_ping(_obj: dict[str, Any], _max_text: int) -> Ping:
     return Ping()
 
 
-_PARSERS = {"join": _parse_join, "leave": _parse_leave, "message": _parse_message, "ping": _parse_ping}
+_PARSERS: dict[str, Callable[[dict[str, Any], int], Command]] = {"join": _parse_join, "leave": _parse_leave, "message": _parse_message, "ping": _parse_ping}
 
 
 # ---------------------------------------------------------------- encoding

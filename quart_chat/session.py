@@ -119,18 +119,17 @@ class Session:
         if not self.limiter.allow():
             s = self._settings
             raise ProtocolError("rate_limited", f"at most {s.rate_count} messages in {s.rate_seconds:g} s", ref)
+        assert self.user is not None  # joined rooms imply a name
         sent = await self._broker.append(cmd.room, self.user, cmd.text, cmd.client_id)
         if cmd.client_id is not None:
             self.deliver(encode_ack(cmd.client_id, sent.id, sent.durable))
 
     async def _join(self, cmd: Join) -> None:
-        user = cmd.user
-        if self.user is None:
-            if user is None:
-                raise ProtocolError("bad_request", "the first join needs a 'user'", "join")
-        elif user is not None and user != self.user:
+        if self.user is not None and cmd.user is not None and cmd.user != self.user:
             raise ProtocolError("invalid_user", f"this connection is already {self.user!r}", "join")
-        user = self.user or user
+        user = self.user or cmd.user
+        if user is None:
+            raise ProtocolError("bad_request", "the first join needs a 'user'", "join")
         rejoin = cmd.room in self.rooms
         if not rejoin and len(self.rooms) >= MAX_ROOMS:
             raise ProtocolError("rate_limited", f"a connection may be in at most {MAX_ROOMS} rooms", "join")
@@ -154,6 +153,7 @@ class Session:
     async def _leave(self, cmd: Leave) -> None:
         if cmd.room not in self.rooms:
             raise ProtocolError("not_joined", f"not in room {cmd.room!r}", "leave")
+        assert self.user is not None  # joined rooms imply a name
         await self._broker.leave(cmd.room, self.user, self.key)
         self.rooms.discard(cmd.room)
         self._hub.remove(self, cmd.room)

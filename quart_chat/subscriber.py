@@ -105,7 +105,8 @@ class Subscriber:
                 entries = await self.redis.xrange(
                     history_key(room), "(" + format_stream_id(start), "+", count=CATCHUP_BATCH)
                 for sid, fields in entries:
-                    if hub.dispatch(room, parse_stream_id(sid), message_frame(message_json(sid, fields["data"]))):
+                    parsed = parse_stream_id(sid)
+                    if parsed is not None and hub.dispatch(room, parsed, message_frame(message_json(sid, fields["data"]))):
                         self.catchup_messages += 1
                 start = parse_stream_id(entries[-1][0]) if len(entries) == CATCHUP_BATCH else None
                 if start is not None:
