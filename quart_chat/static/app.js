@@ -14,6 +14,7 @@
   const ROOMS_PAGE = 1000;              // GET /rooms?limit= (the server's maximum)
   const ROOMS_MAX_PAGES = 1000;         // a bound on one pass over the paged room list
   const TOAST_MS = 5000;
+  const UNCONFIRMED_MS = 15000;         // a message sent this long ago with no ack: offer Retry
   const MAX_TOASTS = 3;
   const AVATAR_COLORS = 10;
   const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -1013,10 +1014,22 @@
         sendFrame({ type: 'message', room: p.room, text: p.text, client_id: p.cid })) {
       p.state = 'sent';
       p.epoch = state.epoch;
+      p.sentAt = Date.now();
       return true;
     }
     p.state = 'queued';
     return false;
+  }
+
+  // Sent on a socket that is still open, yet neither acked nor refused: say so and offer
+  // Retry (the same client_id: the server stores it at most once, G8).
+  function checkUnconfirmed() {
+    const now = Date.now();
+    for (const p of state.pending.values()) {
+      if (p.state === 'sent' && p.epoch === state.epoch && now - p.sentAt > UNCONFIRMED_MS) {
+        failPending(p, 'no confirmation from the server');
+      }
+    }
   }
 
   function retryPending(cid) {
@@ -1256,9 +1269,10 @@
   }
 
   function sendJoin(room) {
+    // In token mode the name is the token's: repeating it is allowed (section 9).
     const frame = { type: 'join', room: room.name };
     const user = currentName();
-    if (user && !state.tokenName) frame.user = user;
+    if (user) frame.user = user;
     // Back in a room this page (or this tab, before a reload) was in: everything after the
     // last id seen there ('0-0': it had no message yet). A first join takes the recent history.
     let since = null;
@@ -1771,6 +1785,7 @@
       }).observe(ui.scroller);
     }
     window.addEventListener('online', reconnectNow);
+    setInterval(checkUnconfirmed, 3000);
     window.addEventListener('pagehide', saveSession);
 
     updateRoomsEmpty();

@@ -123,3 +123,35 @@ async def test_reload_keeps_unsent_messages(make_cluster, room, browser):
     await expect(item).to_have_attribute("data-client-id", cid)
     await expect(item.locator("button.retry")).to_be_visible()
     await browser.shot(page)
+
+
+async def test_token_from_the_fragment(cluster, room, browser):
+    """Token mode's page side (section 9): the token comes from `#token=`, leaves the address
+    bar, is kept for the tab, goes with the WebSocket and REST calls, and fixes the name.
+    (Against an open-mode server, which ignores it: the page side alone.)"""
+    import base64
+    import json
+
+    def b64(obj) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    token = b64({"alg": "HS256", "typ": "JWT"}) + "." + b64({"sub": "u1", "name": "Tōken Holder", "exp": 4102444800}) + ".sig"
+    ws_urls: list[str] = []
+    auth: list[str | None] = []
+    page, _ = await browser.open(cluster[0].http_url + "/#token=" + token, label="token")
+    page.on("websocket", lambda ws: ws_urls.append(ws.url))
+    page.on("request", lambda r: auth.append(r.headers.get("authorization")) if "/rooms" in r.url else None)
+    await wait_open(page)
+    assert "token" not in page.url
+    name = page.locator("#username")
+    await expect(name).to_have_value("Tōken Holder")
+    assert await name.evaluate("e => e.readOnly")
+    await page.fill("#room", room)
+    await page.click("#join")
+    await expect(page.locator("#members li.member.me .member-name")).to_have_text("Tōken Holder")
+    await page.reload(wait_until="load")
+    await wait_open(page)
+    await expect(page.locator("#room-title")).to_have_text(f"#{room}")
+    await expect(page.locator("#members li.member.me .member-name")).to_have_text("Tōken Holder")
+    assert ws_urls and all(u.endswith("/ws?token=" + token) for u in ws_urls), ws_urls
+    assert auth and all(a == "Bearer " + token for a in auth), auth

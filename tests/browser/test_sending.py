@@ -76,6 +76,38 @@ async def test_ack_marks_sent(cluster, room, browser):
     await browser.shot(alice)
 
 
+async def test_unconfirmed_message_offers_retry_and_posts_once(cluster, room, browser):
+    alice, _ = await browser.open(cluster[0].http_url + "/", label="alice", init_script=WS_SPY)
+    bob, _ = await browser.open(cluster[2].http_url + "/", label="bob")
+    await join(alice, room, "Alice")
+    await join(bob, room, "Bob")
+    # Stored and delivered to Bob, but the page hears nothing back on a socket that stays open.
+    await alice.evaluate(f"() => {{ __ws.drop = f => f.type === 'ack' || ({OWN_ECHO})(f); }}")
+    await send(alice, "lost answer")
+    await expect(bob.locator(f"{MESSAGES} .text")).to_have_text(["lost answer"])
+    item = alice.locator("#pending .pending-item")
+    await expect(item).to_have_class(re.compile(r"\bsent\b"))
+    # After a while it says so, and offers Retry.
+    await expect(item).to_have_class(re.compile(r"\bfailed\b"), timeout=20_000)
+    await expect(item.locator(".pending-reason")).to_contain_text("no confirmation")
+    await expect(alice.locator("#status")).to_have_attribute("data-state", "open")
+    await browser.shot(alice, "unconfirmed")
+    await alice.evaluate("() => { __ws.drop = null; }")
+    await item.locator("button.retry").click()
+    # The server knew that client_id: an ack with the first id, no second message (G8).
+    await expect(alice.locator("#pending .pending-item")).to_have_count(0)
+    await expect(alice.locator(f"{MESSAGES} .text")).to_have_text(["lost answer"])
+    await settle(0.5)
+    await expect(bob.locator(f"{MESSAGES} .text")).to_have_text(["lost answer"])
+    sent = await frames(alice, "sent", "message")
+    assert len(sent) == 2 and sent[0]["client_id"] == sent[1]["client_id"], sent
+    acks = await frames(alice, "received", "ack")
+    assert len(acks) == 2 and acks[0]["id"] == acks[1]["id"], acks
+    assert (await shown(alice))[0][0] == (await shown(bob))[0][0] == acks[0]["id"]
+    echoes = [f for f in await frames(alice, "received", "message") if f.get("client_id") == sent[0]["client_id"]]
+    assert len(echoes) == 1, echoes
+
+
 async def test_message_cut_off_is_resent_and_shown_once(cluster, room, browser):
     alice, _ = await browser.open(cluster[0].http_url + "/", label="alice", init_script=WS_SPY)
     bob, _ = await browser.open(cluster[1].http_url + "/", label="bob")
