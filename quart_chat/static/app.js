@@ -932,7 +932,7 @@
   }
 
   function pendingNode(p) {
-    const key = p.state + '|' + (p.reason || '') + '|' + (p.editing ? 'e' : '');
+    const key = p.state + '|' + (p.reason || '') + '|' + (p.editing ? 'e' : '') + (p.unconfirmed ? 'u' : '');
     if (p.node && p.nodeKey === key) return p.node;
     if (!p.node) {
       p.node = el('div', 'pending-item');
@@ -949,7 +949,7 @@
       bubble.append(el('div', 'pending-text', p.text));
       const status = el('div', 'pending-status');
       if (p.state === 'failed') {
-        status.append(el('span', 'pending-reason', 'Not sent: ' + (p.reason || 'error')));
+        status.append(el('span', 'pending-reason', p.unconfirmed ? p.reason : 'Not sent: ' + (p.reason || 'error')));
         const actions = el('span', 'pending-actions');
         actions.append(
           button('btn-link retry', 'Retry', () => retryPending(p.cid)),
@@ -997,7 +997,8 @@
     scheduleSave();
   }
 
-  function failPending(p, reason) {
+  function failPending(p, reason, unconfirmed) {
+    p.unconfirmed = !!unconfirmed;
     p.state = 'failed';
     p.reason = reason;
     refreshPending(p.room);
@@ -1027,7 +1028,7 @@
     const now = Date.now();
     for (const p of state.pending.values()) {
       if (p.state === 'sent' && p.epoch === state.epoch && now - p.sentAt > UNCONFIRMED_MS) {
-        failPending(p, 'no confirmation from the server');
+        failPending(p, 'No answer from the server yet — Retry cannot post it twice', true);
       }
     }
   }

@@ -89,7 +89,7 @@ async def test_unconfirmed_message_offers_retry_and_posts_once(cluster, room, br
     await expect(item).to_have_class(re.compile(r"\bsent\b"))
     # After a while it says so, and offers Retry.
     await expect(item).to_have_class(re.compile(r"\bfailed\b"), timeout=20_000)
-    await expect(item.locator(".pending-reason")).to_contain_text("no confirmation")
+    await expect(item.locator(".pending-reason")).to_contain_text("No answer from the server yet")
     await expect(alice.locator("#status")).to_have_attribute("data-state", "open")
     await browser.shot(alice, "unconfirmed")
     await alice.evaluate("() => { __ws.drop = null; }")
