@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -184,13 +187,54 @@ POOL_SIZE = 50
 POOL_WAIT = 2.0
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """A parsed ``redis+sentinel://[[user]:password@]host:port[,host:port...]/db/service_name``."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str = "mymaster"
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Parse python-socketio's Sentinel URL format; raise ValueError on anything else."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    sentinels = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a sentinel must be host:port, got {item!r}")
+        sentinels.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if len(path) > 2 or (path and not path[0].isdigit()):
+        raise ValueError("the path must be /db/service_name")
+    return SentinelUrl(tuple(sentinels), path[1] if len(path) > 1 else "mymaster", int(path[0]) if path else 0,
+                       unquote(user) or None, unquote(password) or None)
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):  # type: ignore[misc]
+    """Sentinel's pool (it asks the sentinels where the primary is on each connect) with
+    the bounded, waiting behaviour of `BlockingConnectionPool`."""
+
+
 def make_client(url: str, socket_timeout: float | None, pool_size: int | None = None,
                 retries: int = 1) -> Redis:
     """A Redis client for ``url`` that fails fast while Redis is down (PITFALLS.md).
 
     ``retries`` quick retries heal a pooled connection broken by a Redis restart; more
     would only make `unavailable` slow. The subscriber takes none: a retry there would
-    reconnect and resubscribe behind its back (see `subscriber`).
+    reconnect and resubscribe behind its back (see `subscriber`). A ``redis+sentinel://``
+    URL gives a client that finds the primary through the sentinels on every connect, so
+    it follows a failover (a demoted primary's READONLY counts as a broken connection).
     """
     options: dict[str, Any] = dict(
         decode_responses=True,
@@ -198,6 +242,16 @@ def make_client(url: str, socket_timeout: float | None, pool_size: int | None = 
         socket_timeout=socket_timeout,
         retry=Retry(NoBackoff(), retries, (RedisConnectionError,)),
     )
+    if url.startswith(SENTINEL_SCHEME + "://"):
+        conf = parse_sentinel_url(url)
+        auth = {"username": conf.username, "password": conf.password}
+        sentinel = Sentinel(list(conf.sentinels), min_other_sentinels=0,
+                            sentinel_kwargs={**auth, "socket_connect_timeout": 1.0, "socket_timeout": 1.0},
+                            db=conf.db, **auth)
+        if pool_size is None:
+            return sentinel.master_for(conf.service, **options)
+        return sentinel.master_for(conf.service, connection_pool_class=_BlockingSentinelPool,
+                                   max_connections=pool_size, timeout=POOL_WAIT, **options)
     if pool_size is None:
         return Redis.from_url(url, **options)
     # A bounded pool: bursts (hundreds of clients leaving at once) wait for a connection

@@ -233,3 +233,15 @@ def test_frame_size_is_utf8_bytes():
     assert _frame_too_big("a" * 101, 100)
     assert _frame_too_big("é" * 51, 100)  # 102 bytes
     assert not _frame_too_big("é" * 50, 100)
+
+
+def test_sentinel_url():
+    from quart_chat.store import parse_sentinel_url
+
+    conf = parse_sentinel_url("redis+sentinel://:p%40ss@h1:26379,[::1]:26380/2/chat")
+    assert conf.sentinels == (("h1", 26379), ("::1", 26380))
+    assert (conf.service, conf.db, conf.password, conf.username) == ("chat", 2, "p@ss", None)
+    assert parse_sentinel_url("redis+sentinel://h:1").service == "mymaster"
+    for bad in ("redis://h:1", "redis+sentinel://h", "redis+sentinel://h:1/x/y", "redis+sentinel://h:1/0/a/b"):
+        with pytest.raises(ValueError):
+            parse_sentinel_url(bad)
