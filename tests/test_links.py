@@ -25,6 +25,7 @@ class Collector:
         self.client = client
         self.messages: list[dict] = []
         self.acks: dict[str, str] = {}
+        self.ack_at: dict[str, float] = {}  # loop time each ack arrived
         self.errors: list[dict] = []
         self.closed: int | None = None
         self.task = asyncio.create_task(self._run())
@@ -37,6 +38,7 @@ class Collector:
                     self.messages.append(frame)
                 elif frame["type"] == "ack":
                     self.acks[frame["client_id"]] = frame["id"]
+                    self.ack_at[frame["client_id"]] = asyncio.get_running_loop().time()
                 elif frame["type"] == "error":
                     self.errors.append(frame)
         except Exception as err:  # noqa: BLE001 - the close code is what we keep
