@@ -205,6 +205,10 @@ class QueueOutbox:
         if self._on_error is not None:
             self._on_error(CLOSE_INTERNAL_ERROR)
 
+    def backlog(self) -> int:
+        """Frames queued and not yet handed to ``send``."""
+        return self._queue.qsize()
+
     def close(self) -> None:
         """Stop the writer task; nothing more is sent."""
         self.closed = True
