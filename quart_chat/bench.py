@@ -19,7 +19,19 @@ Scenarios (clients are spread round-robin over the instances):
 - ``idle``: K idle clients per instance joined to rooms: growth of the instances' RSS
   (VmRSS summed over each process group) per connection;
 - ``joinstorm``: a room with history, then many clients joining it at once: joins/s and
-  the latency from opening the connection to the ``joined`` reply.
+  the latency from opening the connection to the ``joined`` reply;
+- ``storm`` (``--spawn`` N >= 2 only; always run last): --storm-clients clients in
+  --storm-rooms rooms over the N instances, one sender per room on the instances that will
+  survive, then the last instance's process group is SIGKILLed: its clients reconnect to
+  the others (the page's backoff: first retry after 250-500 ms) and join with ``since`` = the
+  last id they saw. Reported: the time from the kill until every one of them has rejoined
+  and caught up with the live stream (has every message sent before its ``joined`` came),
+  the rejoins' latency (connect to ``joined``), and, compared with each room's stream read
+  back over REST, messages lost, duplicated or out of order for every client.
+
+Every timed step is also sampled every --sample-interval s (deliveries and the latencies of
+that interval; the percentiles are worked out after the step), kept as ``series`` in the
+JSON; ``--plot FILE.png`` draws them (matplotlib, headless), one line per step.
 
 Latency is receive time minus the send time carried in the message text
 (``B|<µs>|<step>|<sender>|<seq>|...``), both read from this process's monotonic clock.
@@ -33,6 +45,7 @@ The generator is one Python process: at high delivery rates it can be the bottle
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import datetime
 import ipaddress
@@ -40,7 +53,9 @@ import itertools
 import json
 import os
 import platform
+import random
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -58,7 +73,7 @@ import orjson
 from .embedded import redis_server_binary, stop_group
 
 HOST = "127.0.0.1"
-SCENARIOS = ("fanout", "capacity", "rooms", "idle", "joinstorm")
+SCENARIOS = ("fanout", "capacity", "rooms", "idle", "joinstorm", "storm")
 MARK = '"text":"B|'
 MAX_CLIENTS = 20000
 MAX_DURATION = 600.0
@@ -244,7 +259,7 @@ def spawn(n: int, hypercorn_args: list[str], timeout: float = 30.0) -> Spawned:
 
 
 # ====================================================================== measuring
-def percentile(sorted_values: list[int], q: float) -> float | None:
+def percentile(sorted_values: list[int] | list[float], q: float) -> float | None:
     """Nearest-rank percentile of already sorted values, in the values' unit."""
     if not sorted_values:
         return None
@@ -305,6 +320,62 @@ class Recorder:
         self.last_recv = 0
 
 
+class Sampler:
+    """Where a Recorder stood every ``interval`` s: (time, latencies so far, received so far).
+
+    Taking a sample costs three reads, so the hot path is untouched; the percentiles of each
+    interval are worked out in `series`, after the step, from the slice of ``rec.latencies``
+    between two samples (latencies are appended in the order they are received).
+    """
+
+    def __init__(self, rec: Recorder, interval: float) -> None:
+        self.rec = rec
+        self.interval = interval
+        self.samples: list[tuple[int, int, int]] = []
+        self._task: asyncio.Task | None = None
+
+    def _take(self) -> None:
+        self.samples.append((now_us(), len(self.rec.latencies), self.rec.received))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += self.interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            self._take()
+
+    def start(self) -> None:
+        self._take()
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._take()
+
+    def series(self, t0_us: int) -> list[dict[str, Any]]:
+        """One point per interval: ``t_s`` (its end, seconds after ``t0_us``), ``deliveries_s``,
+        ``n`` and p50/p90/p99 in ms (None when nothing arrived); trailing empty intervals cut."""
+        points: list[dict[str, Any]] = []
+        lat = self.rec.latencies
+        for (ta, ia, ra), (tb, ib, rb) in zip(self.samples, self.samples[1:]):
+            dt = (tb - ta) / 1e6
+            if dt <= 0:
+                continue
+            values = sorted(lat[ia:ib])
+            point: dict[str, Any] = {"t_s": round((tb - t0_us) / 1e6, 3), "deliveries_s": round((rb - ra) / dt, 1),
+                                     "n": len(values)}
+            for q in (50, 90, 99):
+                v = percentile(values, q)
+                point[f"p{q}_ms"] = None if v is None else round(v / 1000.0, 3)
+            points.append(point)
+        while len(points) > 1 and points[-1]["deliveries_s"] == 0 and points[-2]["deliveries_s"] == 0:
+            points.pop()
+        return points
+
+
 @dataclass
 class Counters:
     """What the clients saw over the whole run, whatever step it belonged to."""
@@ -342,11 +413,14 @@ class Client:
                                 open_timeout=timeout, close_timeout=2, user_agent_header=None, proxy=None)
         self.reader = asyncio.create_task(self._read())
 
-    async def join(self, room: str, timeout: float) -> dict:
-        """Join ``room`` and wait for ``joined``; returns the reply."""
+    async def join(self, room: str, timeout: float, since: str | None = None) -> dict:
+        """Join ``room`` (with ``since`` when given) and wait for ``joined``; returns the reply."""
         fut = asyncio.get_running_loop().create_future()
         self.pending[room] = fut
-        await self.ws.send(orjson.dumps({"type": "join", "room": room, "user": self.user}).decode())
+        frame = {"type": "join", "room": room, "user": self.user}
+        if since is not None:
+            frame["since"] = since
+        await self.ws.send(orjson.dumps(frame).decode())
         try:
             reply = await asyncio.wait_for(fut, timeout)
         finally:
@@ -430,6 +504,224 @@ class Client:
         rec.latencies.append(received - int(sent_us))
 
 
+MSG_HEAD = '{"type":"message","id":"'
+
+
+class StormClient(Client):
+    """A storm client: one room; keeps the seq of every message it got, in order, and rejoins
+    with ``since`` when its connection drops (the storm decides where and when).
+
+    It has caught up once it holds every message of its room up to the last one sent when its
+    ``joined`` came (``target``), none missing: a rejoin that skipped some never catches up.
+    """
+
+    __slots__ = ("storm", "index", "room", "seqs", "next_seq", "last_id", "closed_at", "rejoin_t0",
+                 "joined_at", "join_us", "target", "caught_at", "attempts", "failed_attempts",
+                 "rejoining", "rejoin_history")
+
+    def __init__(self, storm: "Storm", index: int, url: str, user: str, room: str) -> None:
+        super().__init__(storm.bench, url, user)
+        self.storm = storm
+        self.index = index
+        self.room = room
+        self.seqs = array.array("q")
+        self.next_seq = 0  # every seq below it received: the room's messages have seqs 0, 1, 2, ...
+        self.last_id: str | None = None
+        self.closed_at = 0
+        self.rejoin_t0 = 0
+        self.joined_at = 0
+        self.join_us = 0
+        self.target: int | None = None
+        self.caught_at = 0
+        self.attempts = 0
+        self.failed_attempts = 0
+        self.rejoining = False
+        self.rejoin_history = 0
+
+    async def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        ws = self.ws
+        try:
+            async for raw in ws:
+                self._on_frame(raw)
+        except ConnectionClosed:
+            pass
+        except Exception as err:  # a frame this client cannot read: count it, treat it as a drop
+            self.storm.reader_errors += 1
+            log(f"storm client {self.user}: {err!r}")
+            try:
+                await asyncio.wait_for(ws.close(), 2)
+            except Exception:
+                pass
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("closed before joined"))
+        if not self.closing and ws is self.ws:
+            self.storm.closed(self)
+
+    def _on_frame(self, raw: str | bytes) -> None:
+        if isinstance(raw, bytes):
+            raw = raw.decode()
+        if raw.startswith(MSG_HEAD):
+            end = raw.find('"', len(MSG_HEAD))
+            i = raw.find(MARK, end)
+            if end > 0 and i > 0:
+                self._got(raw[len(MSG_HEAD):end], raw[i + len(MARK) - 2:i + len(MARK) + 96], now_us())
+                return
+        if raw.startswith('{"type":"user_') or raw.startswith('{"type":"room_created"'):
+            return  # presence traffic: plenty during a storm, nothing to check here
+        frame = orjson.loads(raw)
+        kind = frame.get("type")
+        if kind == "message":  # a server that orders fields differently
+            self._got(frame.get("id", ""), frame.get("text", ""), now_us())
+        elif kind == "joined":
+            received = now_us()
+            history = frame.get("history") or []
+            for m in history:
+                self._got(m.get("id", ""), m.get("text", ""), received)
+            if self.rejoining:
+                self.rejoin_history = len(history)
+                self.target = self.storm.room_sent.get(self.room, -1)
+                if self.next_seq > self.target:
+                    self.caught_at = received
+            fut = self.pending.get(frame.get("room"))
+            if fut is not None and not fut.done():
+                fut.set_result(frame)
+        elif kind == "error":
+            counters = self.bench.counters
+            counters.errors += 1
+            code = str(frame.get("code"))
+            counters.error_codes[code] = counters.error_codes.get(code, 0) + 1
+            if frame.get("ref") == "join":
+                for fut in self.pending.values():
+                    if not fut.done():
+                        fut.set_exception(RuntimeError(f"join refused: {code}"))
+
+    def _got(self, mid: str, text: str, received: int) -> None:
+        """One message of this client's room (live or from ``joined.history``)."""
+        if not text.startswith("B|"):
+            return
+        sent_us, _step, sender, seq, _ = text[2:].split("|", 4)
+        storm = self.storm
+        if storm.sender_room.get(int(sender)) != self.room:
+            storm.foreign += 1
+            return
+        seq_i = int(seq)
+        self.seqs.append(seq_i)
+        self.last_id = mid
+        rec = storm.rec
+        rec.received += 1
+        rec.latencies.append(received - int(sent_us))
+        if seq_i == self.next_seq:
+            self.next_seq += 1
+            if self.target is not None and not self.caught_at and seq_i >= self.target:
+                self.caught_at = received
+
+
+def compare_to_stream(got: list[int], want: list[int]) -> dict[str, int]:
+    """What one client got against its room's stream (both as message seqs, in order).
+
+    ``lost``: in the stream, never received; ``duplicates``: received more than once;
+    ``ooo``: first receptions that came after a message later in the stream; ``extra``:
+    received, not in the stream.
+    """
+    if got == want:
+        return {"lost": 0, "duplicates": 0, "ooo": 0, "extra": 0}
+    have, wanted = set(got), set(want)
+    pos = {v: i for i, v in enumerate(want)}
+    seen: set[int] = set()
+    ooo, last = 0, -1
+    for v in got:
+        if v in seen or v not in pos:
+            continue
+        seen.add(v)
+        if pos[v] < last:
+            ooo += 1
+        last = max(last, pos[v])
+    return {"lost": len(wanted - have), "duplicates": len(got) - len(have), "ooo": ooo,
+            "extra": len(have - wanted)}
+
+
+class Storm:
+    """The state of one storm run that its clients report to (see `Bench.storm`)."""
+
+    def __init__(self, bench: "Bench", rooms: list[str]) -> None:
+        self.bench = bench
+        self.a = bench.a
+        self.rooms = rooms
+        self.rec = Recorder(next(bench.steps))
+        self.room_sent: dict[str, int] = {}      # room -> seq of the last message sent there
+        self.sender_room: dict[int, str] = {}
+        self.urls: list[str] = list(bench.opts.urls)
+        self.victim_url: str | None = None
+        self.killed_at = 0
+        self.stopping = False
+        self.stop_sending = False
+        self.senders_stop = 0
+        self.send_failures = 0
+        self.unexpected_closes = 0
+        self.reader_errors = 0
+        self.foreign = 0
+        self.tasks: set[asyncio.Task] = set()
+
+    def closed(self, c: StormClient) -> None:
+        """``c``'s connection dropped (its reader ended): rejoin elsewhere unless already at it."""
+        if c.rejoining or self.stopping:
+            return
+        if not (self.killed_at and c.url == self.victim_url):
+            self.unexpected_closes += 1
+        c.closed_at = now_us()
+        c.rejoining = True
+        task = asyncio.create_task(self.rejoin(c))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def rejoin(self, c: StormClient) -> None:
+        """The page's reconnect: backoff with jitter (base doubling from --storm-backoff ms to
+        10 s, delay in [base/2, base]), to the other instances in turn, ``join`` with ``since``."""
+        a = self.a
+        others = [u for u in self.urls if u != c.url] or [c.url]
+        attempt = 0
+        while not self.stopping:
+            base = min(10_000.0, a.storm_backoff * 2 ** attempt)
+            if base > 0:
+                await asyncio.sleep((base / 2 + random.random() * base / 2) / 1000.0)
+            if self.stopping:
+                return
+            c.url = others[(c.index + attempt) % len(others)]
+            attempt += 1
+            c.attempts += 1
+            c.target, c.caught_at = None, 0
+            t0 = now_us()
+            if not c.rejoin_t0:
+                c.rejoin_t0 = t0
+            try:
+                c.ws = None
+                await c.open(a.connect_timeout)
+                await c.join(c.room, a.connect_timeout, since=c.last_id or "0-0")
+            except Exception:
+                c.failed_attempts += 1
+                if c.ws is not None:
+                    c.closing = True  # this attempt's reader must not start another rejoin
+                    try:
+                        await asyncio.wait_for(c.ws.close(), 2)
+                    except Exception:
+                        pass
+                    c.closing = False
+                continue
+            c.join_us = now_us() - t0
+            c.joined_at = now_us()
+            c.rejoining = False
+            if c.reader is not None and c.reader.done():  # dropped again in between
+                c.failed_attempts += 1
+                self.closed(c)
+            return
+
+    def all_caught_up(self, clients: list[StormClient]) -> bool:
+        return all(c.caught_at for c in clients)
+
+
 # ====================================================================== the bench
 @dataclass
 class Options:
@@ -438,6 +730,7 @@ class Options:
     urls: list[str]
     pgids: list[int]
     args: argparse.Namespace
+    killed: list[int] = field(default_factory=list)  # pgids the storm SIGKILLed on purpose
 
 
 class Bench:
@@ -459,13 +752,16 @@ class Bench:
         """A room name unique to this run."""
         return f"b{self.run_id}-{name}"[:64]
 
-    async def connect(self, n: int, rooms: list[str], label: str, first_url: int = 0) -> tuple[list[Client], float]:
-        """Open ``n`` clients round-robin over the instances, client k joining ``rooms[k % len]``.
+    async def connect(self, n: int, rooms: list[str], label: str, first_url: int = 0,
+                      urls: list[str] | None = None, factory: Any = None) -> tuple[list[Client], float]:
+        """Open ``n`` clients round-robin over ``urls`` (the instances), client k joining ``rooms[k % len]``.
 
-        Returns the clients and the connects per second; at most --connect-concurrency at once.
+        ``factory(k, url, user)`` makes client k (a `Client` by default). Returns the clients and
+        the connects per second; at most --connect-concurrency at once.
         """
-        urls = self.opts.urls
-        clients = [Client(self, urls[(first_url + k) % len(urls)], f"{label}{k}") for k in range(n)]
+        urls = urls or self.opts.urls
+        factory = factory or (lambda k, url, user: Client(self, url, user))
+        clients = [factory(k, urls[(first_url + k) % len(urls)], f"{label}{k}") for k in range(n)]
         self.clients.extend(clients)
         sem = asyncio.Semaphore(self.a.connect_concurrency)
         timeout = self.a.connect_timeout
@@ -508,15 +804,20 @@ class Bench:
             self.sender_rooms[sender_id] = room
             offset = (k / total_rate) if (total_rate > 0 and self.a.stagger) else 0.0
             tasks.append(self._send(client, room, sender_id, rate, duration, start + offset, rec, members[room]))
+        sampler = Sampler(rec, self.a.sample_interval)
         cpu.start()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        send_errors = [r for r in results if isinstance(r, BaseException)]
-        await self._drain(rec)
+        sampler.start()
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            send_errors = [r for r in results if isinstance(r, BaseException)]
+            await self._drain(rec)
+        finally:
+            sampler.stop()
         usage = cpu.stop()
         self.recorders.pop(rec.step, None)
         window_s = max(duration, (rec.last_recv - rec.first_send) / 1e6 if rec.last_recv else 0.0)
         row: dict[str, Any] = {
-            "offered_msg_s": round(rec.sent / duration, 1),
+            "offered_msg_s": round(rec.sent / duration, 1), "duration_s": duration,
             "sent": rec.sent, "expected": rec.expected, "received": rec.received,
             "deliveries_s": round(rec.received / window_s, 1) if window_s else 0.0,
             **latency_summary(rec.latencies),
@@ -526,6 +827,7 @@ class Bench:
             "ooo": self.counters.ooo - before.ooo,
             "foreign": self.counters.foreign - before.foreign,
             **usage,
+            "series": sampler.series(rec.first_send or sampler.samples[0][0]),
         }
         log(f"{label}: offered {row['offered_msg_s']} msg/s, {row['deliveries_s']} deliveries/s, "
             f"p50 {row['p50_ms']} p99 {row['p99_ms']} max {row['max_ms']} ms, lost {row['lost']}, "
@@ -627,16 +929,21 @@ class Bench:
                 "max_ms": best.get("max_ms"), "lost": best.get("lost"), "errors": best.get("errors"),
                 "cpu_servers_pct": best.get("cpu_servers_pct"), "cpu_gen_pct": best.get("cpu_gen_pct"),
                 "failed_at_msg_s": failed.get("offered_msg_s") if failed else None,
-                "steps": steps}
+                "fail_reason": failed.get("fail_reason") if failed else None,
+                "p99_limit_ms": a.p99_limit, "steps": steps}
 
     async def _capacity_step(self, senders: list[Client], room: str, members: int, rate: float) -> dict[str, Any]:
         a = self.a
         row = await self.step([(c, room, rate / len(senders)) for c in senders], {room: members},
                               a.step_duration, f"capacity step {rate:.1f} msg/s")
         row["offered_rate"] = rate
-        row["held"] = (row["p99_ms"] is not None and row["p99_ms"] <= a.p99_limit and row["lost"] == 0
-                       and row["errors"] == 0 and row["closes"] == 0)
-        log(f"  -> {'held' if row['held'] else 'failed'}")
+        reasons = []
+        if row["p99_ms"] is None or row["p99_ms"] > a.p99_limit:
+            reasons.append(f"p99 {_fmt(row['p99_ms'])} ms > {a.p99_limit:g} ms")
+        reasons += [f"{k} {row[k]}" for k in ("lost", "errors", "closes") if row[k]]
+        row["held"] = not reasons
+        row["fail_reason"] = ", ".join(reasons) or None
+        log(f"  -> {'held' if row['held'] else 'failed: ' + row['fail_reason']}")
         return row
 
     async def rooms(self) -> dict[str, Any]:
@@ -718,6 +1025,194 @@ class Bench:
             f"p99 {row['p99_join_ms']} ms")
         return row
 
+    async def storm(self) -> dict[str, Any]:
+        """Clients on every instance, messages flowing, the last instance SIGKILLed: its clients
+        rejoin the others with ``since``; recovery time, rejoin latency, loss and duplicates."""
+        a = self.a
+        urls = list(self.opts.urls)
+        if not a.spawn or len(urls) < 2 or len(self.opts.pgids) != len(urls):
+            raise RuntimeError("storm needs --spawn N (N >= 2): it SIGKILLs one of the instances it started")
+        victim = len(urls) - 1
+        survivors = urls[:victim]
+        rooms = [self.room(f"storm{k}") for k in range(a.storm_rooms)]
+        st = Storm(self, rooms)
+        st.victim_url = urls[victim]
+        make = lambda k, url, user: StormClient(st, k, url, user, rooms[k % len(rooms)])
+        before = self.counters.errors
+        senders: list[StormClient] = []
+        clients: list[StormClient] = []
+        send_tasks: list[asyncio.Task] = []
+        sampler = Sampler(st.rec, min(a.sample_interval, 0.1))  # a storm lasts a second or two
+        try:
+            # One sender per room, on the instances that stay up; then the clients, on all.
+            senders, _ = await self.connect(  # type: ignore[assignment]
+                len(rooms), rooms, "stormsend", urls=survivors, factory=make)
+            for k, c in enumerate(senders):
+                st.sender_room[k] = c.room
+            clients, connects_s = await self.connect(  # type: ignore[assignment]
+                a.storm_clients, rooms, "storm", factory=make)
+            everyone = clients + senders
+            per_room = a.storm_rate / len(rooms)
+            send_tasks = [asyncio.create_task(self._storm_send(st, c, k, per_room, k / a.storm_rate))
+                          for k, c in enumerate(senders)]
+            sampler.start()
+            await asyncio.sleep(a.storm_before)
+            affected = [c for c in clients if c.url == st.victim_url]
+            pgid = self.opts.pgids[victim]
+            log(f"storm: SIGKILL of instance {victim} ({st.victim_url}, process group {pgid}), "
+                f"{len(affected)} of {len(clients)} clients on it; {a.storm_rate:g} msg/s flowing")
+            cpu = CpuMeter(self.opts.pgids[:victim])  # the survivors and this process, during the recovery
+            cpu.start()
+            st.killed_at = now_us()
+            os.killpg(pgid, signal.SIGKILL)
+            self.opts.killed.append(pgid)
+            self.opts.urls = survivors  # nothing after this may use it
+            self.opts.pgids = self.opts.pgids[:victim]
+            deadline = time.monotonic() + a.storm_timeout
+            while time.monotonic() < deadline and not st.all_caught_up(affected):
+                await asyncio.sleep(0.02)
+            usage = cpu.stop()
+            done = [c.caught_at for c in affected if c.caught_at]
+            log(f"storm: {len(done)}/{len(affected)} recovered"
+                + (f", the last {(max(done) - st.killed_at) / 1e6:.3f} s after the kill" if done else ""))
+            await asyncio.sleep(a.storm_after)  # live traffic after the rejoins, checked too
+            st.stop_sending = True
+            st.senders_stop = now_us()
+            await asyncio.gather(*send_tasks, return_exceptions=True)
+            await self._storm_drain(st, everyone)
+            sampler.stop()
+            st.stopping = True
+            streams = await asyncio.to_thread(self._read_streams, st, survivors[0])
+        finally:
+            st.stop_sending = st.stopping = True
+            for t in send_tasks + list(st.tasks):
+                t.cancel()
+            await self.close(clients + senders)
+        row = self._storm_row(st, clients, senders, affected, streams, connects_s,
+                              self.counters.errors - before, sampler)
+        row.update(usage)
+        if (usage.get("cpu_gen_pct") or 0) > 80:
+            log(f"storm: this generator used {usage['cpu_gen_pct']}% of a core during the recovery: "
+                "it may have slowed the rejoins down itself")
+        return row
+
+    async def _storm_send(self, st: Storm, c: StormClient, sender_id: int, rate: float, offset: float) -> None:
+        """Send to ``c.room`` at ``rate`` until told to stop; a send that fails is counted."""
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / rate
+        start = loop.time() + offset
+        pad = "x" * max(0, self.a.text_size - 40)
+        seq, k = 0, 0
+        while not st.stop_sending:
+            delay = start + k * interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                if st.stop_sending:
+                    break
+            k += 1
+            try:
+                await c.send_text(c.room, f"B|{now_us()}|{st.rec.step}|{sender_id}|{seq}|{pad}")
+            except Exception:
+                st.send_failures += 1
+                continue
+            st.rec.sent += 1
+            st.room_sent[c.room] = seq
+            seq += 1
+
+    async def _storm_drain(self, st: Storm, clients: list[StormClient]) -> None:
+        """Until every client has its room's last message, or none came for --drain-idle s."""
+        t0 = time.monotonic()
+        last_count, last_change = st.rec.received, t0
+        while not all((c.seqs[-1] if c.seqs else -1) >= st.room_sent.get(c.room, -1) for c in clients):
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            if st.rec.received != last_count:
+                last_count, last_change = st.rec.received, now
+            if now - last_change > self.a.drain_idle or now - t0 > self.a.drain_max:
+                break
+
+    def _read_streams(self, st: Storm, ws_url: str) -> dict[str, list[int]]:
+        """Each room's stream as the seqs of its sender's messages, oldest first (REST, paged)."""
+        parts = urlsplit(ws_url)
+        base = f"http://{parts.hostname}:{parts.port}"
+        out: dict[str, list[int]] = {}
+        for room in st.rooms:
+            pages: list[list[int]] = []
+            before = None
+            for _ in range(100_000):
+                query = "limit=500" + (f"&before={before}" if before else "")
+                with urllib.request.urlopen(f"{base}/rooms/{room}/history?{query}", timeout=10) as r:
+                    page = orjson.loads(r.read())
+                msgs = page["messages"]
+                seqs = []
+                for m in msgs:
+                    text = m.get("text", "")
+                    if text.startswith("B|"):
+                        _, _, _step, sender, seq, _ = text.split("|", 5)
+                        if st.sender_room.get(int(sender)) == room:
+                            seqs.append(int(seq))
+                pages.append(seqs)
+                if not page.get("has_more") or not msgs:
+                    break
+                before = msgs[0]["id"]
+            out[room] = [seq for page in reversed(pages) for seq in page]
+        return out
+
+    def _storm_row(self, st: Storm, clients: list[StormClient], senders: list[StormClient],
+                   affected: list[StormClient], streams: dict[str, list[int]], connects_s: float,
+                   errors: int, sampler: Sampler) -> dict[str, Any]:
+        """Compare what each client got with its room's stream, and summarise the storm."""
+        lost = dups = ooo = extra = bad = expected = received = 0
+        for c in clients + senders:
+            want = streams.get(c.room, [])
+            got = c.seqs.tolist()
+            expected += len(want)
+            received += len(got)
+            diff = compare_to_stream(got, want)
+            bad += any(diff.values())
+            lost += diff["lost"]
+            dups += diff["duplicates"]
+            ooo += diff["ooo"]
+            extra += diff["extra"]
+        k0 = st.killed_at
+        times = sorted((c.caught_at - k0) / 1e6 for c in affected if c.caught_at)
+        everyone = len(times) == len(affected)
+        joins = sorted(c.join_us for c in affected if c.joined_at)
+        detect = [(c.closed_at - k0) / 1000 for c in affected if c.closed_at]
+        first_try = [(c.rejoin_t0 - k0) / 1000 for c in affected if c.rejoin_t0]
+        pct = lambda q: None if not times else round(percentile(times, q) or 0.0, 3)
+        stored = sum(map(len, streams.values()))
+        row = {
+            "scenario": "storm", "clients": len(clients), "instances": len(st.urls), "rooms": len(st.rooms),
+            "rate_msg_s": self.a.storm_rate, "backoff_ms": self.a.storm_backoff, "killed": st.victim_url,
+            "connects_s": round(connects_s, 1),
+            "affected": len(affected), "recovered": len(times), "unrecovered": len(affected) - len(times),
+            "recovery_s": round(times[-1], 3) if times and everyone else None,
+            "recover_p50_s": pct(50), "recover_p99_s": pct(99),
+            "detect_max_ms": round(max(detect), 1) if detect else None,
+            "first_try_max_ms": round(max(first_try), 1) if first_try else None,
+            **{k.replace("_ms", "_join_ms"): v for k, v in latency_summary(joins).items()},
+            "attempts": sum(c.attempts for c in affected),
+            "failed_attempts": sum(c.failed_attempts for c in clients + senders),
+            "rejoin_history_max": max((c.rejoin_history for c in affected), default=0),
+            "sent": st.rec.sent, "stored": stored, "expected": expected, "received": received,
+            "lost": lost, "duplicates": dups, "ooo": ooo, "extra": extra, "foreign": st.foreign,
+            "clients_wrong": bad, "errors": errors + st.send_failures + st.reader_errors,
+            "closes": st.unexpected_closes,
+            **latency_summary(st.rec.latencies),
+            "series": sampler.series(k0),
+            "senders_stop_s": round((st.senders_stop - k0) / 1e6, 3) if st.senders_stop else None,
+            "recover_times_s": [round(t, 4) for t in times],
+            "rejoins": sorted([round((c.joined_at - k0) / 1e6, 4), round(c.join_us / 1000, 2)]
+                              for c in affected if c.joined_at),
+        }
+        log(f"storm: {row['recovered']}/{row['affected']} recovered"
+            + (f", all in {row['recovery_s']} s; " if everyone else " (NOT all); ")
+            + f"join p50 {row['p50_join_ms']} p99 {row['p99_join_ms']} ms; lost {lost}, duplicates {dups}, "
+            f"out of order {ooo}, extra {extra} over {len(clients) + len(senders)} clients "
+            f"({stored} messages stored, {st.rec.sent} sent)")
+        return row
+
 
 # ====================================================================== output
 COLUMNS = {
@@ -735,6 +1230,11 @@ COLUMNS = {
     "joinstorm": [("clients", "clients"), ("history", "history"), ("joined", "joined"), ("joins/s", "joins_s"),
                   ("p50 ms", "p50_join_ms"), ("p99 ms", "p99_join_ms"), ("max ms", "max_join_ms"),
                   ("errors", "errors")],
+    "storm": [("clients", "clients"), ("instances", "instances"), ("on killed", "affected"),
+              ("recovered", "recovered"), ("all recovered s", "recovery_s"), ("join p50 ms", "p50_join_ms"),
+              ("join p99 ms", "p99_join_ms"), ("attempts", "attempts"), ("msg p99 ms", "p99_ms"),
+              ("lost", "lost"), ("dups", "duplicates"), ("ooo", "ooo"), ("errors", "errors"),
+              ("cpu srv%", "cpu_servers_pct"), ("cpu gen%", "cpu_gen_pct")],
 }
 
 
@@ -779,6 +1279,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="fanout", help=f"comma-separated: {','.join(SCENARIOS)} or all")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE ('-' = stdout)")
     p.add_argument("--max-time", type=float, default=900, help="hard limit on the whole run, seconds")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw latency percentiles and deliveries/s over time, one line per step, as a PNG "
+                        "(needs matplotlib: pip install 'quart_chat[plot]')")
+    p.add_argument("--sample-interval", type=float, default=0.5,
+                   help="seconds between the samples of a step's time series (default 0.5)")
     g = p.add_argument_group("fanout / capacity")
     g.add_argument("--clients", type=int, default=300)
     g.add_argument("--senders", type=int, default=0, help="default: one per instance")
@@ -804,6 +1309,17 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--join-clients", type=int, default=500)
     j.add_argument("--join-concurrency", type=int, default=500)
     j.add_argument("--history", type=int, default=50, help="messages stored in the room before the storm")
+    s = p.add_argument_group("storm (needs --spawn N >= 2; runs last: it kills the last instance)")
+    s.add_argument("--storm-clients", type=int, default=3000, help="clients over all instances (default 3000)")
+    s.add_argument("--storm-rooms", type=int, default=30, help="rooms they are spread over (default 30)")
+    s.add_argument("--storm-rate", type=float, default=60,
+                   help="total messages per second flowing, one sender per room (default 60)")
+    s.add_argument("--storm-before", type=float, default=2, help="seconds of traffic before the kill")
+    s.add_argument("--storm-after", type=float, default=1, help="seconds of traffic after all recovered")
+    s.add_argument("--storm-timeout", type=float, default=30, help="seconds allowed for the recovery")
+    s.add_argument("--storm-backoff", type=float, default=500,
+                   help="ms: first reconnect delay base, as the page's (delay in [base/2, base], doubling "
+                        "to 10 s); 0 reconnects at once")
     m = p.add_argument_group("misc")
     m.add_argument("--text-size", type=int, default=64)
     m.add_argument("--stagger", type=int, default=1, help="1: spread senders over the period")
@@ -832,9 +1348,27 @@ def check_args(a: argparse.Namespace) -> list[str]:
             raise SystemExit(f"--url must be ws://HOST:PORT/ws, got {url!r}")
         if not a.allow_remote and not _is_loopback(parts.hostname):
             raise SystemExit(f"{url}: not a loopback address (pass --allow-remote to load another host)")
-    total = max(a.clients, a.rooms * a.room_clients, a.idle_per_instance * max(len(a.url), a.spawn), a.join_clients)
+    total = max(a.clients, a.rooms * a.room_clients, a.idle_per_instance * max(len(a.url), a.spawn), a.join_clients,
+                a.storm_clients + a.storm_rooms)
     if total > MAX_CLIENTS:
         raise SystemExit(f"at most {MAX_CLIENTS} clients")
+    if "storm" in scenarios:
+        if a.spawn < 2:
+            raise SystemExit("the storm scenario SIGKILLs one of the instances it started: give --spawn N (N >= 2)")
+        if a.storm_clients < 1 or a.storm_rooms < 1 or a.storm_rate <= 0 or a.storm_backoff < 0:
+            raise SystemExit("--storm-clients, --storm-rooms and --storm-rate must be > 0")
+        if not (0 < a.storm_before <= 120 and 0 <= a.storm_after <= 120 and 0 < a.storm_timeout <= 300):
+            raise SystemExit("--storm-before/--storm-after/--storm-timeout out of bounds")
+        scenarios = [s for s in scenarios if s != "storm"] + ["storm"]  # it leaves an instance dead
+    if not 0.05 <= a.sample_interval <= 10:
+        raise SystemExit("--sample-interval takes 0.05 to 10 s")
+    if a.plot:
+        from .bench_plot import PlotUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlotUnavailable as err:
+            raise SystemExit(str(err)) from None
     for name in ("duration", "step_duration", "capacity_time", "max_time"):
         if not 0 < getattr(a, name) <= max(MAX_DURATION, 3600 if name == "max_time" else 0):
             raise SystemExit(f"--{name.replace('_', '-')} out of bounds")
@@ -892,9 +1426,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.spawn:
             spawned = spawn(a.spawn, a.hypercorn_arg)
-            opts = Options(spawned.urls, [c.pgid for c in spawned.instances], a)
+            opts = Options(list(spawned.urls), [c.pgid for c in spawned.instances], a)
         else:
-            opts = Options(a.url, [os.getpgid(p) for p in a.pid], a)
+            opts = Options(list(a.url), [os.getpgid(p) for p in a.pid], a)
+        urls = list(opts.urls)
         try:
             import uvloop
 
@@ -907,12 +1442,14 @@ def main(argv: list[str] | None = None) -> int:
         except asyncio.TimeoutError:
             log(f"the run passed --max-time {a.max_time:g} s; stopped")
             return 1
-        dead = [c.name for c in spawned.instances if not c.alive()] if spawned else []
+        dead = [c.name for c in spawned.instances if not c.alive() and c.pgid not in opts.killed] if spawned else []
+        killed = [c.name for c in spawned.instances if c.pgid in opts.killed] if spawned else []
     finally:
         if spawned is not None:
             spawned.stop()
-    result = {"meta": {"date": started.isoformat(timespec="seconds"), "urls": opts.urls, "spawned": a.spawn,
-                       "instances_died": dead, "python": platform.python_version(), "cpus": os.cpu_count(),
+    result = {"meta": {"date": started.isoformat(timespec="seconds"), "urls": urls, "spawned": a.spawn,
+                       "instances_died": dead, "instances_killed": killed,
+                       "python": platform.python_version(), "cpus": os.cpu_count(),
                        "machine": platform.machine(), "argv": sys.argv[1:] if argv is None else argv},
               "results": rows}
     # With --json - stdout carries the JSON alone; the table goes to stderr then.
@@ -923,7 +1460,21 @@ def main(argv: list[str] | None = None) -> int:
             print(text)
         else:
             Path(a.json).write_text(text + "\n")
+    plot_failed = False
+    if a.plot:
+        from .bench_plot import plot
+
+        try:
+            if plot(result, a.plot):
+                log(f"plot written to {a.plot}")
+            else:
+                log("--plot: nothing to draw (only fanout, capacity, rooms and storm have timed steps)")
+        except Exception as err:  # the figures above are already out; say it and fail the run
+            log(f"--plot failed: {err!r}")
+            plot_failed = True
     failed = dead or any("error" in r or r.get("lost") or r.get("errors") or r.get("closes") for r in rows)
+    failed = failed or plot_failed or any(r.get("scenario") == "storm" and (
+        r.get("duplicates") or r.get("unrecovered") or r.get("ooo") or r.get("extra")) for r in rows)
     return 1 if failed else 0
 
 
