@@ -217,18 +217,29 @@ class DirectWebsocketConnection(ASGIWebsocketConnection):
     """
 
     async def __call__(self, receive: Any, send: Any) -> None:
-        global _probe_failed
-        pull = self.queue = _Pull(receive)  # type: ignore[assignment]
-        websocket = self._create_websocket_from_scope(send)
-        if getattr(websocket, "_receive", None) != pull.get:
-            # Quart no longer reads through self.queue.get: run its own code, loudly.
-            if not _probe_failed:
-                _probe_failed = True
-                log.warning("lean WebSocket connection class off, using Quart's own: Quart %s does not "
-                            "read frames through ASGIWebsocketConnection.queue.get", _version("quart"))
-            self.queue = asyncio.Queue()
-            return await super().__call__(receive, send)
+        # Kept as lean as before the probe: this frame lives as long as the connection.
+        websocket = self._lean_websocket(receive, send)
+        if websocket is None:
+            return await self._quarts_own(receive, send)
         try:
             await self.handle_websocket(websocket, send)
         except _ClientGone:
             pass  # a normal end: the client left
+
+    async def _quarts_own(self, receive: Any, send: Any) -> None:
+        await ASGIWebsocketConnection.__call__(self, receive, send)
+
+    def _lean_websocket(self, receive: Any, send: Any) -> Any:
+        """Quart's Websocket object reading through `_Pull`; None (warned once) if Quart would not."""
+        global _probe_failed
+        pull = self.queue = _Pull(receive)  # type: ignore[assignment]
+        websocket = self._create_websocket_from_scope(send)
+        if getattr(websocket, "_receive", None) == pull.get:
+            return websocket
+        # Quart no longer reads through self.queue.get: run its own code, loudly.
+        if not _probe_failed:
+            _probe_failed = True
+            log.warning("lean WebSocket connection class off, using Quart's own: Quart %s does not "
+                        "read frames through ASGIWebsocketConnection.queue.get", _version("quart"))
+        self.queue = asyncio.Queue()
+        return None

@@ -159,14 +159,14 @@ class QueueOutbox:
     abort, which closes the connection), so it can never fill up behind a writer that is gone.
     """
 
-    __slots__ = ("_queue", "_send", "_task", "_on_error", "closed")
+    __slots__ = ("_queue", "_send", "_task", "on_error", "closed")
 
     def __init__(self, send: Callable[[str], Awaitable[None]], limit: int,
                  on_error: Callable[[int], None] | None = None) -> None:
         self._queue: asyncio.Queue[str] = asyncio.Queue(limit)
         self._send = send
         self._task: asyncio.Task | None = None
-        self._on_error = on_error
+        self.on_error = on_error
         self.closed = False
 
     def put(self, text: str) -> bool:
@@ -202,8 +202,8 @@ class QueueOutbox:
             queue.get_nowait()
         log.warning("outbound writer failed, closing the connection with %d: %r",
                     CLOSE_INTERNAL_ERROR, err, exc_info=err)
-        if self._on_error is not None:
-            self._on_error(CLOSE_INTERNAL_ERROR)
+        if self.on_error is not None:
+            self.on_error(CLOSE_INTERNAL_ERROR)
 
     def backlog(self) -> int:
         """Frames queued and not yet handed to ``send``."""
