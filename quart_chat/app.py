@@ -6,17 +6,21 @@ import asyncio
 import gc
 import logging
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
+from prometheus_client import CollectorRegistry, ProcessCollector
 from quart import Quart, Response, current_app
 
-from . import fdlimit
+from . import fdlimit, logs, metrics
 from .asgi import (GoingAway, check_fast_paths, connection_class, ignore_shutdown_cancellations,
                    pass_sigterm_to_supervisor)
 from .broker import Broker
 from .config import Settings
 from .rooms import Hub
+from .wire import STATUS as OUTBOUND
 
 EXTENSION = "quart_chat"
 
@@ -42,7 +46,31 @@ class Chat:
     # Open WebSockets by client address (CHAT_MAX_CONNECTIONS_PER_IP); addresses with none are dropped.
     per_ip: dict[str, int] = field(default_factory=dict)
     # Handshakes refused before the upgrade, by reason.
-    refused: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=lambda: Counter({"origin": 0, "per_ip": 0}))
+    fd_guard: fdlimit.FdGuard | None = None
+    # What /metrics serves: one collector reading `snapshot` (and sibling workers') at scrape time.
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    collector: metrics.ChatCollector | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's numbers for /metrics (see `metrics`), as plain JSON-able values."""
+        hub, stats = self.hub, self.hub.stats
+        backlogs = [r.backlog() for r in hub.receivers]
+        refused = dict(self.refused)
+        if self.fd_guard is not None:
+            refused.update(self.fd_guard.refusals)
+        sub = self.broker.subscriber
+        redis_ok = sub.live and time.monotonic() - self.broker.presence.last_ok < 3 * self.settings.heartbeat_seconds
+        return {
+            "connections": len(hub.receivers), "rooms_local": len(hub.rooms), "sent": stats.sent,
+            "duplicates": stats.duplicates, "delivered": stats.delivered, "catchup": stats.catchup,
+            "reconnects": sub.reconnects, "errors": dict(stats.errors),
+            "closes": {str(code): n for code, n in stats.closes.items()}, "refused": refused,
+            "redis_up": 1 if redis_ok else 0, "subscriber_up": 1 if sub.live else 0, "delivery_lag": stats.delivery_lag.snapshot(),
+            "join_seconds": stats.join_seconds.snapshot(), "append_seconds": stats.append_seconds.snapshot(),
+            "outbox_frames": sum(backlogs), "outbox_max": max(backlogs, default=0),
+            "fallbacks": OUTBOUND.fallbacks, "workers": 1,
+        }
 
 
 def get_chat() -> Chat:
@@ -68,16 +96,6 @@ def redact(url: str) -> str:
     return f"{scheme}://{rest}"
 
 
-def _configure_logging() -> None:
-    # Hypercorn configures only its own loggers; give ours a handler unless the host app did.
-    logger = logging.getLogger("quart_chat")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-
 def create_app(settings: Settings | None = None) -> Quart:
     """Build a quart_chat application; ``settings`` default to the environment's."""
     from .blueprints import api, pages, ws
@@ -86,17 +104,22 @@ def create_app(settings: Settings | None = None) -> Quart:
     app = Quart(__name__)
     hub = Hub()
     broker = Broker(settings, hub)
-    app.extensions[EXTENSION] = Chat(settings, hub, broker)
     fd_guard = app.extensions[fdlimit.EXTENSION] = fdlimit.FdGuard()
+    chat = app.extensions[EXTENSION] = Chat(settings, hub, broker, fd_guard=fd_guard)
+    collector = chat.collector = metrics.ChatCollector(chat.snapshot, None)
+    chat.registry.register(collector)
+    ProcessCollector(registry=chat.registry)
     # The lean connection class (asgi.py) unless CHAT_FAST_PATH=0 or Quart's internals differ.
     app.asgi_websocket_class = connection_class(settings.fast_path)
     for blueprint in (pages.bp, ws.bp, api.bp):
         app.register_blueprint(blueprint)
 
+    background: list[asyncio.Task[None]] = []
+
     @app.before_serving
     async def start_broker() -> None:
         """Start the subscriber and heartbeat before the first connection."""
-        _configure_logging()
+        logs.configure(settings.log_format)
         fd_guard.start(lambda: len(hub.receivers))  # raise the open-file limit before saying what it is
         logging.getLogger("quart_chat").info(
             "instance %s using Redis at %s (event loop: %s; open files: %s)", settings.instance,
@@ -107,6 +130,10 @@ def create_app(settings: Settings | None = None) -> Quart:
         check_fast_paths(settings.fast_path)  # warns when an internal the fast paths use is missing
         ignore_shutdown_cancellations()
         await broker.start()
+        # Under `hypercorn -w N` the workers share their numbers so /metrics is the instance's.
+        collector.share_dir = metrics.share_dir()
+        if collector.share_dir is not None:
+            background.append(asyncio.create_task(metrics.share_forever(collector.share_dir, chat.snapshot)))
         # Everything made so far lives as long as the process: keep the collector off it,
         # so that collections under load scan only what chat traffic allocates.
         gc.freeze()
@@ -115,6 +142,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     async def stop_broker() -> None:
         """Stop background work and remove this instance's members."""
         fd_guard.stop()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await broker.stop()
 
     @app.after_request

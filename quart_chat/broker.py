@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from .config import Settings
 from .history import has_gap
+from .metrics import now
 from .presence import Presence
 from .protocol import StreamId, dumps, format_stream_id, message_json, parse_stream_id
 from .rooms import Hub
@@ -149,6 +150,7 @@ class Broker:
                 "" if client_id is None else sent_key(room, user, client_id), ACTIVITY]
         args = [self.settings.history_maxlen, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room]
         wait = self.settings.redis_wait_replicas
+        started = now()
         try:
             if wait:
                 # WAIT cannot run inside a script: the pipeline sends it right behind, on the
@@ -161,6 +163,7 @@ class Broker:
                 reply = await asyncio.wait_for(self._append(keys=keys, args=args), APPEND_TIMEOUT)
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
+        self.hub.stats.append_seconds.observe(now() - started)
         if reply is None:
             raise Unavailable("Redis answered after the send deadline; the message was not stored")
         return Sent(reply[0], bool(reply[1]), (acked >= wait) if wait else None)

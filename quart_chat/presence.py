@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -52,6 +53,7 @@ class Presence:
         self.clock_offset = 0
         # Members whose removal failed (Redis away): (room, field) -> user, retried by the janitor.
         self.orphans: dict[tuple[str, str], str] = {}
+        self.last_ok = 0.0  # monotonic time of the last heartbeat Redis took
         self.rooms_removed = 0
 
     # ------------------------------------------------------------ members
@@ -80,6 +82,7 @@ class Presence:
                 after = now_ms()
                 self.clock_offset = seconds * 1000 + micros // 1000 - (before + after) // 2
                 await self.redis.zadd(INSTANCES, {self.node: after})
+                self.last_ok = time.monotonic()
             except (*UNREACHABLE, RedisError) as err:
                 log.debug("heartbeat failed: %s", err)
             await asyncio.sleep(self.settings.heartbeat_seconds)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable, Iterable, Protocol, TypeVar
 
+from .metrics import Stats
 from .protocol import StreamId
 
 T = TypeVar("T")
@@ -56,6 +57,7 @@ class Hub:
     def __init__(self) -> None:
         self.rooms: dict[str, Room] = {}
         self.receivers: dict[Receiver, None] = {}
+        self.stats = Stats()
 
     # ------------------------------------------------------------ connections
     def attach(self, receiver: Receiver) -> None:
@@ -87,6 +89,7 @@ class Hub:
         for sid, frame in buffered:
             if last is None or sid > last:
                 receiver.deliver(frame)
+                self.stats.delivered += 1
                 last = sid
         if last is None or (room.last_id is not None and room.last_id >= last):
             room.live[receiver] = None
@@ -116,14 +119,17 @@ class Hub:
         if room.last_id is not None and sid <= room.last_id:
             return False  # already delivered (catch-up and live pub/sub may overlap)
         room.last_id = sid
-        for receiver in room.live:
+        live = room.live
+        for receiver in live:
             receiver.deliver(frame)
+        self.stats.delivered += len(live)
         if room.catching:
             for receiver, threshold in list(room.catching.items()):
                 if sid > threshold:
                     del room.catching[receiver]
-                    room.live[receiver] = None
+                    live[receiver] = None
                     receiver.deliver(frame)
+                    self.stats.delivered += 1
         for buffer in room.pending.values():
             buffer.append((sid, frame))
         return True

@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 from redis.exceptions import RedisError
 
 from .broker import Broker, JoinResult, LimitExceeded, Unavailable
+from .metrics import now
 from .config import Settings
 from .protocol import (
     PONG,
@@ -105,10 +106,13 @@ class Session:
             elif isinstance(command, Ping):
                 self.deliver(PONG)
         except ProtocolError as err:
+            self._hub.stats.errors[err.code] += 1
             self.deliver(err.frame())
         except LimitExceeded as err:
+            self._hub.stats.errors["limit_exceeded"] += 1
             self.deliver(encode_error("limit_exceeded", str(err), _ref(command)))
         except (Unavailable, RedisError):
+            self._hub.stats.errors["unavailable"] += 1
             self.deliver(encode_error("unavailable", "the message store is unreachable; nothing was sent",
                                       _ref(command)))
 
@@ -121,6 +125,11 @@ class Session:
             raise ProtocolError("rate_limited", f"at most {s.rate_count} messages in {s.rate_seconds:g} s", ref)
         assert self.user is not None  # joined rooms imply a name
         sent = await self._broker.append(cmd.room, self.user, cmd.text, cmd.client_id)
+        stats = self._hub.stats
+        if sent.duplicate:
+            stats.duplicates += 1
+        else:
+            stats.sent += 1
         if cmd.client_id is not None:
             self.deliver(encode_ack(cmd.client_id, sent.id, sent.durable))
 
@@ -143,8 +152,10 @@ class Session:
             self.deliver(encode_joined(room, user, result.history, result.members, result.gap))
             return result.last
 
+        started = now()
         try:
             await self._hub.join(self, room, lambda: self._broker.join(room, user, self.key, cmd.since), reply)
+            self._hub.stats.join_seconds.observe(now() - started)
         except Unavailable:
             if not rejoin:  # it may have been recorded with the reply lost: no member may stay behind
                 self._broker.presence.forget_later(room, self.key, user)

@@ -50,7 +50,6 @@ class Subscriber:
         self.subscribed = False
         self.last_seen = 0.0
         self.reconnects = 0
-        self.catchup_messages = 0
         self._links = 0
 
     @property
@@ -107,7 +106,7 @@ class Subscriber:
                 for sid, fields in entries:
                     parsed = parse_stream_id(sid)
                     if parsed is not None and hub.dispatch(room, parsed, message_frame(message_json(sid, fields["data"]))):
-                        self.catchup_messages += 1
+                        hub.stats.catchup += 1
                 start = parse_stream_id(entries[-1][0]) if len(entries) == CATCHUP_BATCH else None
                 if start is not None:
                     await hub.drained()  # let clients read a batch before the next one
@@ -143,8 +142,10 @@ def on_message(hub: Hub, payload: str) -> None:
     except (ValueError, KeyError, TypeError):
         log.error("ignoring a malformed payload on %s: %.200s", MESSAGES, payload)
         return
-    if sid is not None:
-        hub.dispatch(room, sid, message_frame(payload))
+    if sid is not None and hub.dispatch(room, sid, message_frame(payload)):
+        ts = head.get("ts")
+        if isinstance(ts, int):
+            hub.stats.delivery_lag.observe(max(0.0, time.time() - ts / 1000))
 
 
 # What a client may see of a room event: never the origin instance or connection key.

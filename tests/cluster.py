@@ -148,6 +148,7 @@ class ChatInstance(Process):
         self.extra_env = dict(env or {})
         self.config = config
         self.nofile = nofile
+        self.workers = 1  # Hypercorn worker processes (-w)
 
     @property
     def http_url(self) -> str:
@@ -163,6 +164,8 @@ class ChatInstance(Process):
         if self.config:
             argv += ["-c", str(ROOT / "hypercorn.toml")]
         argv += ["quart_chat:app", "-b", f"{HOST}:{self.port}"]
+        if self.workers > 1:
+            argv += ["-w", str(self.workers)]
         self._spawn(argv, env=env, cwd=ROOT, nofile=self.nofile)
         if wait:
             self.wait_ready()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Blueprint, Response, jsonify, request
 
 from ..app import get_chat
@@ -68,3 +69,9 @@ async def healthz() -> tuple[Response, int]:
             **OUTBOUND.describe(chat.settings.fast_path)}
     body.update(health_fields())  # "refused" handshakes by reason, "nofile" limits (fdlimit.py)
     return jsonify(body), 200 if ok else 503
+
+
+@bp.get("/metrics")
+async def metrics() -> Response:
+    """This instance's metrics in the Prometheus text format (PROTOCOL.md section 10)."""
+    return Response(generate_latest(get_chat().registry), content_type=CONTENT_TYPE_LATEST)

@@ -25,6 +25,8 @@ PATH = "/ws"
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_TIMEOUT = 1.0
+CLOSE_REASONS = {CLOSE_TOO_BIG: "frame over CHAT_MAX_FRAME", CLOSE_TOO_SLOW: "client too slow: send queue full",
+                 CLOSE_INTERNAL: "internal error"}
 
 
 def _frame_too_big(data: str | bytes, limit: int) -> bool:
@@ -53,7 +55,9 @@ async def ws() -> Response | None:
     if not origin_allowed(headers.get("Origin"), scheme, host, settings.allowed_origins):
         # Returned before anything accepts: Quart answers the handshake with this 403.
         chat.refused["origin"] += 1
-        log.info("refused a WebSocket from origin %.100r for %.100r (403)", headers.get("Origin"), host)
+        log.warning("refused a WebSocket from origin %.100r for %.100r (403)", headers.get("Origin"), host,
+                    extra={"status": 403, "reason": "origin", "origin": headers.get("Origin", "")[:100],
+                           "client": client_address(peer, headers, trusted)})
         return Response("cross-origin WebSocket refused", status=403, content_type="text/plain")
     address = client_address(peer, headers, trusted) or "?"
     cap = settings.max_connections_per_ip
@@ -61,15 +65,18 @@ async def ws() -> Response | None:
     # a load test. Capping it would cap the whole instance at `cap` connections.
     if cap and chat.per_ip.get(address, 0) >= cap and not is_loopback(address):
         chat.refused["per_ip"] += 1
-        log.info("refused a WebSocket from %s: %d already open (CHAT_MAX_CONNECTIONS_PER_IP, 429)", address, cap)
+        log.warning("refused a WebSocket from %s: %d already open (CHAT_MAX_CONNECTIONS_PER_IP, 429)", address, cap,
+                    extra={"status": 429, "reason": "per_ip", "client": address})
         return Response("too many connections from your address", status=429, content_type="text/plain")
     view = asyncio.current_task()
     await websocket.accept()
     # Straight to the socket under Hypercorn/HTTP 1.1; through Quart's send elsewhere.
     # (CHAT_FAST_PATH=0: always the latter.) A dead writer closes with 1011 through the session.
     outbox = ((settings.fast_path and direct_outbox(websocket.scope.get(RAW_SEND), settings.send_queue))
-              or QueueOutbox(websocket.send, settings.send_queue, on_error=lambda code: session.abort(code)))
+              or QueueOutbox(websocket.send, settings.send_queue))
     session = Session(settings, chat.hub, chat.broker, outbox, on_abort=lambda _code: view.cancel())
+    if isinstance(outbox, QueueOutbox):  # (not a closure over session: no cell per connection)
+        outbox.on_error = session.abort
     chat.hub.attach(session)
     limit = settings.max_frame
     receive = websocket.receive
@@ -95,6 +102,10 @@ async def ws() -> Response | None:
         outbox.close()
         session.close()
         if session.close_code is not None:
+            chat.hub.stats.closes[session.close_code] += 1
+            reason = CLOSE_REASONS.get(session.close_code, "closed by the server")
+            log.warning("closed a WebSocket from %s with %d (%s)", address, session.close_code, reason,
+                        extra={"close_code": session.close_code, "reason": reason, "client": address})
             try:
                 await asyncio.wait_for(websocket.close(session.close_code), CLOSE_TIMEOUT)
             except (asyncio.TimeoutError, Exception):

@@ -1,0 +1,50 @@
+"""Log lines: text for people (the default), one JSON object per line for log shippers.
+
+``CHAT_LOG_FORMAT=json`` gives ``{"time", "level", "logger", "event", ...fields}``, the fields
+being what a call passes as ``extra`` (room, close code, reason, client address...). Nothing
+here ever logs a message text, a token or a password: callers pass only such fields.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+# Attributes every LogRecord has; anything else on a record came in through ``extra``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a JSON line."""
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+            "pid": record.process,
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure(log_format: str) -> None:
+    """Give the ``quart_chat`` loggers a handler in ``log_format`` (text or json), unless the
+    host application already did; Hypercorn configures only its own loggers."""
+    logger = logging.getLogger("quart_chat")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
