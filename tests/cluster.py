@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from quart_chat.embedded import redis_server_binary
+from quart_chat.proxy import ERROR_LOG, find_nginx, nginx_argv, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -231,3 +232,55 @@ class Cluster:
 
     def __len__(self) -> int:
         return len(self.instances)
+
+
+class NginxProcess(Process):
+    """nginx with the shipped deploy/nginx.conf, on a free loopback port in front of
+    ``upstream_ports``; its pid, logs and temp files in a private directory under ``logdir``."""
+
+    def __init__(self, logdir: Path, upstream_ports: list[int], port: int | None = None) -> None:
+        super().__init__(f"nginx-{port or 'x'}", logdir)
+        self.port = port or free_port()
+        self.upstream_ports = list(upstream_ports)
+        self.prefix = Path(tempfile.mkdtemp(prefix="nginx-", dir=logdir))
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{HOST}:{self.port}/ws"
+
+    def start(self) -> "NginxProcess":
+        binary = find_nginx()
+        if binary is None:
+            raise RuntimeError("no nginx found (apt-get install nginx)")
+        conf = write_config(self.prefix, self.port, self.upstream_ports)
+        self._spawn(nginx_argv(binary, self.prefix, conf))
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until nginx answers HTTP on its port (whatever the instances behind it say)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=0.5) as s:
+                    s.sendall(b"HEAD /healthz HTTP/1.0\r\nHost: ready\r\n\r\n")
+                    if s.recv(100).startswith(b"HTTP/1."):
+                        return
+            except OSError:
+                pass
+            if not self.running:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"nginx did not start on {self.port}:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        """The end of nginx's error log and of its output."""
+        try:
+            errors = (self.prefix / ERROR_LOG).read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            errors = []
+        return "\n".join(errors) + "\n" + super().tail(lines)
