@@ -76,6 +76,8 @@ class Subscriber:
                 if self.subscribed or delay == 0.1:
                     log.warning("Redis subscriber link lost (%s); subscribing again and catching up",
                                 err or type(err).__name__)
+            except Exception:  # a bug must not end the subscriber: say so loudly, start over, catch up
+                log.exception("the Redis subscriber failed; subscribing again and catching up")
             finally:
                 self.subscribed = False
                 await asyncio.gather(pubsub.aclose(), client.aclose(), return_exceptions=True)

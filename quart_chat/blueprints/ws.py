@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from quart import Blueprint, Response, websocket
 
-from ..app import get_chat
+from ..app import Chat, get_chat
+from ..auth import Identity, TokenRefused, bearer
 from ..asgi import RAW_SEND
 from ..fdlimit import refuse_handshake
 from ..forwarded import client_address, is_loopback, origin_allowed, request_origin
@@ -22,11 +24,12 @@ bp = Blueprint("ws", __name__)
 log = logging.getLogger("quart_chat.ws")
 
 PATH = "/ws"
+CLOSE_POLICY = 1008  # token mode: the token expired while connected
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_TIMEOUT = 1.0
 CLOSE_REASONS = {CLOSE_TOO_BIG: "frame over CHAT_MAX_FRAME", CLOSE_TOO_SLOW: "client too slow: send queue full",
-                 CLOSE_INTERNAL: "internal error"}
+                 CLOSE_INTERNAL: "internal error", CLOSE_POLICY: "token expired"}
 
 
 def _frame_too_big(data: str | bytes, limit: int) -> bool:
@@ -40,26 +43,26 @@ def _frame_too_big(data: str | bytes, limit: int) -> bool:
     return data is not None and len(data) > limit
 
 
-@bp.websocket(PATH)
-async def ws() -> Response | None:
-    """One chat connection, as PROTOCOL.md section 4 describes."""
-    chat = get_chat()
+# Kept out of the view: the view's frame lives as long as the connection, so every local
+# it needs only here would cost each idle connection a slot.
+def _admit(chat: Chat) -> tuple[str, Response | None]:
+    """The client's address, and the refusal to answer instead of upgrading, if any: 503 near
+    the open-file limit (fdlimit.py), 403 for a foreign Origin, 429 past CHAT_MAX_CONNECTIONS_PER_IP."""
     at_fd_limit = refuse_handshake(len(chat.hub.receivers))
     if at_fd_limit is not None:
-        return at_fd_limit  # 503 before accept: out of open files (fdlimit.py)
+        return "?", at_fd_limit
     settings = chat.settings
     headers = websocket.headers
     peer = (websocket.scope.get("client") or (None,))[0]
     trusted = settings.trusted_proxies
-    scheme, host = request_origin(websocket.scope.get("scheme", "ws"), headers.get("Host"), peer, headers, trusted)
-    if not origin_allowed(headers.get("Origin"), scheme, host, settings.allowed_origins):
-        # Returned before anything accepts: Quart answers the handshake with this 403.
-        chat.refused["origin"] += 1
-        log.warning("refused a WebSocket from origin %.100r for %.100r (403)", headers.get("Origin"), host,
-                    extra={"status": 403, "reason": "origin", "origin": headers.get("Origin", "")[:100],
-                           "client": client_address(peer, headers, trusted)})
-        return Response("cross-origin WebSocket refused", status=403, content_type="text/plain")
     address = client_address(peer, headers, trusted) or "?"
+    scheme, host = request_origin(websocket.scope.get("scheme", "ws"), headers.get("Host"), peer, headers, trusted)
+    origin = headers.get("Origin")
+    if not origin_allowed(origin, scheme, host, settings.allowed_origins):
+        chat.refused["origin"] += 1
+        log.warning("refused a WebSocket from origin %.100r for %.100r (403)", origin, host,
+                    extra={"status": 403, "reason": "origin", "origin": (origin or "")[:100], "client": address})
+        return address, Response("cross-origin WebSocket refused", status=403, content_type="text/plain")
     cap = settings.max_connections_per_ip
     # Loopback is the machine itself: a local proxy not (yet) in CHAT_TRUSTED_PROXIES, the demo,
     # a load test. Capping it would cap the whole instance at `cap` connections.
@@ -67,17 +70,62 @@ async def ws() -> Response | None:
         chat.refused["per_ip"] += 1
         log.warning("refused a WebSocket from %s: %d already open (CHAT_MAX_CONNECTIONS_PER_IP, 429)", address, cap,
                     extra={"status": 429, "reason": "per_ip", "client": address})
-        return Response("too many connections from your address", status=429, content_type="text/plain")
+        return address, Response("too many connections from your address", status=429, content_type="text/plain")
+    return address, None
+
+
+def _closing(chat: Chat, address: str, code: int) -> None:
+    """Count and log a connection the server closes (1009, 1011, 1013...)."""
+    chat.hub.stats.closes[code] += 1
+    reason = CLOSE_REASONS.get(code, "closed by the server")
+    log.warning("closed a WebSocket from %s with %d (%s)", address, code, reason,
+                extra={"close_code": code, "reason": reason, "client": address})
+
+
+def _authenticate(chat: Chat, address: str) -> tuple[Identity | None, Response | None]:
+    """Token mode (PROTOCOL.md section 9): who the ``?token=`` (or ``Authorization: Bearer``)
+    says the client is, or the 401 to answer instead of upgrading. Open mode: (None, None)."""
+    if chat.verifier is None:
+        return None, None
+    try:
+        return chat.verifier.verify(websocket.args.get("token") or bearer(websocket.headers.get("Authorization"))), None
+    except TokenRefused as err:
+        chat.refused["token"] += 1
+        log.warning("refused a WebSocket from %s: token %s (401)", address, err.reason,
+                    extra={"status": 401, "reason": "token", "detail": err.reason, "client": address})
+        return None, Response(f"token refused: {err.reason}", status=401, content_type="text/plain",
+                              headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def _expire(session: Session, exp: float) -> asyncio.TimerHandle:
+    """Close ``session`` with 1008 when its token expires (one timer, cancelled at close)."""
+    loop = asyncio.get_running_loop()
+    return loop.call_at(loop.time() + (exp - time.time()), session.abort, CLOSE_POLICY)
+
+
+@bp.websocket(PATH)
+async def ws() -> Response | None:
+    """One chat connection, as PROTOCOL.md section 4 describes."""
+    chat = get_chat()
+    address, refusal = _admit(chat)
+    if refusal is not None:
+        return refusal  # before anything accepts: Quart answers the handshake with it
+    identity, refusal = _authenticate(chat, address)
+    if refusal is not None:
+        return refusal  # 401, before the upgrade too
+    settings = chat.settings
     view = asyncio.current_task()
     await websocket.accept()
     # Straight to the socket under Hypercorn/HTTP 1.1; through Quart's send elsewhere.
     # (CHAT_FAST_PATH=0: always the latter.) A dead writer closes with 1011 through the session.
     outbox = ((settings.fast_path and direct_outbox(websocket.scope.get(RAW_SEND), settings.send_queue))
               or QueueOutbox(websocket.send, settings.send_queue))
-    session = Session(settings, chat.hub, chat.broker, outbox, on_abort=lambda _code: view.cancel())
+    session = Session(settings, chat.hub, chat.broker, outbox, on_abort=lambda _code: view.cancel(),
+                      identity=identity)
     if isinstance(outbox, QueueOutbox):  # (not a closure over session: no cell per connection)
         outbox.on_error = session.abort
     chat.hub.attach(session)
+    expiry = None if identity is None else _expire(session, identity.exp)
     limit = settings.max_frame
     receive = websocket.receive
     per_ip = chat.per_ip
@@ -92,20 +140,19 @@ async def ws() -> Response | None:
     except asyncio.CancelledError:
         if session.close_code is None:
             raise  # the client left, or the server is stopping
-        view.uncancel()  # our own abort (a client too slow): close below
+        view.uncancel()  # our own abort (a client too slow, a token expired): close below
     except Exception:
         session.close_code = CLOSE_INTERNAL
         raise
     finally:
+        if expiry is not None:
+            expiry.cancel()
         if (left := per_ip.pop(address) - 1) > 0:
             per_ip[address] = left
         outbox.close()
         session.close()
         if session.close_code is not None:
-            chat.hub.stats.closes[session.close_code] += 1
-            reason = CLOSE_REASONS.get(session.close_code, "closed by the server")
-            log.warning("closed a WebSocket from %s with %d (%s)", address, session.close_code, reason,
-                        extra={"close_code": session.close_code, "reason": reason, "client": address})
+            _closing(chat, address, session.close_code)
             try:
                 await asyncio.wait_for(websocket.close(session.close_code), CLOSE_TIMEOUT)
             except (asyncio.TimeoutError, Exception):
