@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, ProcessCollector
 from quart import Quart, Response, current_app
 
-from . import fdlimit, logs, metrics
+from . import auth, fdlimit, logs, metrics
 from .asgi import (GoingAway, check_fast_paths, connection_class, ignore_shutdown_cancellations,
                    pass_sigterm_to_supervisor)
 from .broker import Broker
@@ -46,11 +46,13 @@ class Chat:
     # Open WebSockets by client address (CHAT_MAX_CONNECTIONS_PER_IP); addresses with none are dropped.
     per_ip: dict[str, int] = field(default_factory=dict)
     # Handshakes refused before the upgrade, by reason.
-    refused: Counter[str] = field(default_factory=lambda: Counter({"origin": 0, "per_ip": 0}))
+    refused: Counter[str] = field(default_factory=lambda: Counter({"origin": 0, "per_ip": 0, "token": 0}))
     fd_guard: fdlimit.FdGuard | None = None
     # What /metrics serves: one collector reading `snapshot` (and sibling workers') at scrape time.
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
     collector: metrics.ChatCollector | None = None
+    # Token mode (CHAT_AUTH=token): checks every WebSocket's and REST call's token; None: open.
+    verifier: auth.Verifier | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """This process's numbers for /metrics (see `metrics`), as plain JSON-able values."""
@@ -101,11 +103,12 @@ def create_app(settings: Settings | None = None) -> Quart:
     from .blueprints import api, pages, ws
 
     settings = settings or Settings.from_env()
+    verifier = auth.make_verifier(settings)  # token mode without a usable key stops here (SettingsError)
     app = Quart(__name__)
     hub = Hub()
     broker = Broker(settings, hub)
     fd_guard = app.extensions[fdlimit.EXTENSION] = fdlimit.FdGuard()
-    chat = app.extensions[EXTENSION] = Chat(settings, hub, broker, fd_guard=fd_guard)
+    chat = app.extensions[EXTENSION] = Chat(settings, hub, broker, fd_guard=fd_guard, verifier=verifier)
     collector = chat.collector = metrics.ChatCollector(chat.snapshot, None)
     chat.registry.register(collector)
     ProcessCollector(registry=chat.registry)
@@ -126,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Quart:
             redact(settings.redis_url), type(asyncio.get_running_loop()).__module__.split(".")[0],
             fd_guard.describe(),
         )
+        logging.getLogger("quart_chat").info("auth: %s", "open (any name)" if verifier is None else verifier.describe())
         pass_sigterm_to_supervisor()
         check_fast_paths(settings.fast_path)  # warns when an internal the fast paths use is missing
         ignore_shutdown_cancellations()

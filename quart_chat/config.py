@@ -58,6 +58,11 @@ def parse_networks(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def parse_list(raw: str) -> tuple[str, ...]:
+    """A comma-separated setting (e.g. ``CHAT_JWT_AUDIENCE``) as a tuple of its non-empty items."""
+    return tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -97,6 +102,14 @@ class Settings:
     redis_wait_replicas: int = 0
     redis_wait_ms: int = 500
     log_format: str = "text"
+    # Token mode (PROTOCOL.md section 9, quart_chat/auth.py): "open" or "token". The secret
+    # (HS256) or the PEM public key (RS256, ES256; CHAT_JWT_PUBLIC_KEY may name a file) that
+    # tokens are checked with, and the audiences/issuer they must carry when set.
+    auth: str = "open"
+    jwt_secret: str = field(default="", repr=False)
+    jwt_public_key: str = ""
+    jwt_audience: tuple[str, ...] = ()
+    jwt_issuer: str = ""
     # G8: how long a (room, user, client_id) is remembered; PROTOCOL.md says 10 minutes.
     dedupe_seconds: int = 600
     # The direct outbound path of `wire` (CHAT_FAST_PATH=0: the portable ASGI path only).
@@ -111,7 +124,7 @@ class Settings:
         env = os.environ if env is None else env
         rate_count, rate_seconds = parse_rate(env.get("CHAT_RATE", "").strip() or "20/10")
         defaults = cls()
-        return cls(
+        settings = cls(
             redis_url=env.get("REDIS_URL", "").strip() or defaults.redis_url,
             instance=env.get("CHAT_INSTANCE", "").strip() or defaults.instance,
             history_maxlen=_int(env, "CHAT_HISTORY_MAXLEN", 1000),
@@ -131,4 +144,32 @@ class Settings:
             log_format=_choice(env, "CHAT_LOG_FORMAT", "text", ("text", "json")),
             dedupe_seconds=_int(env, "CHAT_DEDUPE_SECONDS", 600),
             fast_path=_flag(env, "CHAT_FAST_PATH", True),
+            auth=_choice(env, "CHAT_AUTH", "open", ("open", "token")),
+            jwt_secret=env.get("CHAT_JWT_SECRET", "").strip(),
+            jwt_public_key=_public_key(env),
+            jwt_audience=parse_list(env.get("CHAT_JWT_AUDIENCE", "")),
+            jwt_issuer=env.get("CHAT_JWT_ISSUER", "").strip(),
         )
+        if settings.auth == "token":
+            settings.jwt_algorithms  # noqa: B018 -- token mode without a usable key stops here
+        return settings
+
+    @property
+    def jwt_algorithms(self) -> tuple[str, ...]:
+        """The algorithms tokens may use, fixed by the key configured (never by a token):
+        HS256 with a secret, RS256 or ES256 after the public key's type. SettingsError when
+        there is no usable key; () in open mode."""
+        if self.auth != "token":
+            return ()
+        from .auth import load_key  # PyJWT and cryptography only where tokens are used
+
+        return load_key(self)[1]
+
+
+def _public_key(env: Mapping[str, str]) -> str:
+    """``CHAT_JWT_PUBLIC_KEY`` as PEM text (read from the file it names, if it is a path)."""
+    if (env.get("CHAT_AUTH", "").strip().lower() or "open") != "token":
+        return env.get("CHAT_JWT_PUBLIC_KEY", "").strip()
+    from .auth import read_public_key
+
+    return read_public_key(env.get("CHAT_JWT_PUBLIC_KEY", ""))

@@ -9,7 +9,7 @@ slow client.
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from redis.exceptions import RedisError
 
@@ -31,6 +31,9 @@ from .protocol import (
 )
 from .ratelimit import SlidingWindow
 from .rooms import Hub
+
+if TYPE_CHECKING:
+    from .auth import Identity
 
 CLOSE_TOO_SLOW = 1013
 # Joins cost Redis round trips and may create rooms that every client hears of, so one
@@ -58,12 +61,14 @@ class Session:
     """A connected client: its user name, its rooms, its outbound queue and its rate limit."""
 
     __slots__ = ("key", "user", "rooms", "outbox", "limiter", "join_limiter", "close_code", "on_abort",
-                 "_settings", "_hub", "_broker", "__weakref__")
+                 "identity", "_settings", "_hub", "_broker", "__weakref__")
 
     def __init__(self, settings: Settings, hub: Hub, broker: Broker, outbox: Outbox,
-                 on_abort: Callable[[int], None] | None = None) -> None:
+                 on_abort: Callable[[int], None] | None = None, identity: Identity | None = None) -> None:
         self.key = f"{broker.node}|{next(_ids)}"
-        self.user: str | None = None
+        # Token mode: the token's name from the start, and the rooms it allows (auth.py).
+        self.identity = identity
+        self.user: str | None = None if identity is None else identity.name
         self.rooms: set[str] = set()
         self.outbox = outbox
         self.limiter = SlidingWindow(settings.rate_count, settings.rate_seconds)
@@ -139,6 +144,8 @@ class Session:
         user = self.user or cmd.user
         if user is None:
             raise ProtocolError("bad_request", "the first join needs a 'user'", "join")
+        if self.identity is not None and not self.identity.allows(cmd.room):
+            raise ProtocolError("forbidden", f"your token does not allow room {cmd.room!r}", "join")
         rejoin = cmd.room in self.rooms
         if not rejoin and len(self.rooms) >= MAX_ROOMS:
             raise ProtocolError("rate_limited", f"a connection may be in at most {MAX_ROOMS} rooms", "join")

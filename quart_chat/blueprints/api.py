@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from quart import Blueprint, Response, jsonify, request
+from quart import Blueprint, Response, g, jsonify, request
 
 from ..app import get_chat
+from ..auth import Identity, TokenRefused, bearer
 from ..broker import Unavailable
 from ..fdlimit import health_fields
 from ..history import parse_page_args, parse_rooms_args
@@ -17,6 +20,55 @@ bp = Blueprint("api", __name__)
 
 def _error(status: int, code: str, message: str) -> tuple[Response, int]:
     return jsonify({"error": {"code": code, "message": message}}), status
+
+
+# Token mode: every route here needs the token, except these (monitoring is not a user).
+OPEN_ENDPOINTS = frozenset({"api.healthz", "api.metrics"})
+# GET /rooms for a token limited to some rooms reads the full list this many at a time.
+ROOMS_SCAN = 1000
+
+
+@bp.before_request
+async def require_token() -> tuple[Response, int] | None:
+    """Token mode: 401 without a valid ``Authorization: Bearer`` token; the identity in ``g``."""
+    verifier = get_chat().verifier
+    g.identity = None
+    if verifier is None or request.endpoint in OPEN_ENDPOINTS:
+        return None
+    try:
+        g.identity = verifier.verify(bearer(request.headers.get("Authorization")))
+    except TokenRefused as err:
+        response, status = _error(401, "unauthorized", f"token refused: {err.reason}")
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return response, status
+    return None
+
+
+def _forbidden(room: str) -> tuple[Response, int] | None:
+    """403 when the request's token does not allow ``room`` (token mode), else None."""
+    identity: Identity | None = g.get("identity")
+    if identity is not None and not identity.allows(room):
+        return _error(403, "forbidden", f"your token does not allow room {room!r}")
+    return None
+
+
+async def _allowed_rooms(identity: Identity, limit: int,
+                         after: str | None) -> tuple[list[dict[str, Any]], str | None] | None:
+    """A page of the rooms ``identity`` allows: the full list is read in order and filtered,
+    so ``next`` is always a room the token allows (names of the others never show)."""
+    found: list[dict[str, Any]] = []
+    cursor = after
+    while len(found) <= limit:
+        page = await get_chat().broker.rooms(ROOMS_SCAN, cursor)
+        if page is None:  # `after`, or the last room read, is gone (removed meanwhile)
+            if not found:
+                return None
+            return found[:limit], found[min(limit, len(found)) - 1]["name"]  # go on from there
+        found.extend(r for r in page[0] if identity.allows(r["name"]))
+        if page[1] is None:
+            break
+        cursor = page[1]
+    return found[:limit], (found[limit - 1]["name"] if len(found) > limit else None)
 
 
 @bp.errorhandler(ProtocolError)
@@ -35,7 +87,13 @@ async def unavailable(_err: Unavailable) -> tuple[Response, int]:
 async def rooms() -> Response | tuple[Response, int]:
     """A page of rooms in creation order; ``next`` is the ``after`` of the following page."""
     limit, after = parse_rooms_args(request.args)
-    page = await get_chat().broker.rooms(limit, after)
+    identity: Identity | None = g.get("identity")
+    if identity is not None and identity.rooms is not None:
+        if after is not None and (refused := _forbidden(after)):
+            return refused
+        page = await _allowed_rooms(identity, limit, after)
+    else:
+        page = await get_chat().broker.rooms(limit, after)
     if page is None:
         return _error(404, "not_found", f"no room named {after!r} (it may have been removed)")
     return jsonify({"rooms": page[0], "next": page[1]})
@@ -45,6 +103,8 @@ async def rooms() -> Response | tuple[Response, int]:
 async def history(name: str) -> Response | tuple[Response, int]:
     """A page of a room's history, oldest first; page back with ``before``."""
     room = validate_room(name)
+    if refused := _forbidden(room):
+        return refused  # before any lookup: whether it exists is not the token's business
     limit, before = parse_page_args(request.args)
     page = await get_chat().broker.history_page(room, limit, before)
     if page is None:
