@@ -8,8 +8,9 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from importlib import metadata
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from quart.asgi import ASGIWebsocketConnection
 
@@ -90,7 +91,7 @@ def pass_sigterm_to_supervisor() -> bool:
     supervisor = parent.pid
 
     def hand_over() -> None:
-        if shutdown.is_set():
+        if shutdown is None or shutdown.is_set():
             return  # the parent got it too and is stopping us
         if os.getppid() == supervisor:
             os.kill(supervisor, signal.SIGTERM)

@@ -39,7 +39,8 @@ def data_dir() -> Path:
 
 def config_quote(value: str) -> str:
     """``value`` as a double-quoted redis.conf string (any character allowed)."""
-    return '"' + "".join(c if c.isalnum() else f"\\x{ord(c):02x}" for c in value.encode("utf-8").decode("latin-1")) + '"'
+    raw = value.encode("utf-8").decode("latin-1")  # one char per byte, escaped as \xNN
+    return '"' + "".join(c if c.isalnum() else f"\\x{ord(c):02x}" for c in raw) + '"'
 
 
 def start_redis(url: str, log_path: Path | None = None, data: Path | None = None) -> subprocess.Popen:

@@ -32,8 +32,9 @@ import os
 import resource
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from quart import Response, current_app
 
@@ -217,6 +218,7 @@ class FdGuard:
             self.limit = self._raise_limit()
             self.reserve = reserve_for(self.limit.soft) if self.limit.soft != INFINITY else 0
         limit = self.limit
+        assert limit is not None  # set just above
         self._measure(self._connections())
         if self._watched_loop is not loop:
             self._watched_loop = loop

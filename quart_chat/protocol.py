@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any
 
 import orjson
 
@@ -69,7 +70,7 @@ class Ping:
     pass
 
 
-Command = Union[Join, Leave, Message, Ping]
+Command = Join | Leave | Message | Ping
 
 
 # ---------------------------------------------------------------- stream ids
@@ -208,7 +209,8 @@ def _parse_ping(_obj: dict[str, Any], _max_text: int) -> Ping:
     return Ping()
 
 
-_PARSERS: dict[str, Callable[[dict[str, Any], int], Command]] = {"join": _parse_join, "leave": _parse_leave, "message": _parse_message, "ping": _parse_ping}
+_PARSERS: dict[str, Callable[[dict[str, Any], int], Command]] = {
+    "join": _parse_join, "leave": _parse_leave, "message": _parse_message, "ping": _parse_ping}
 
 
 # ---------------------------------------------------------------- encoding

@@ -9,7 +9,8 @@ delivers meanwhile, and is switched to live delivery in one step.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Iterable, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol, TypeVar
 
 from .metrics import Stats
 from .protocol import StreamId

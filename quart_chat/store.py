@@ -221,7 +221,7 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
                        unquote(user) or None, unquote(password) or None)
 
 
-class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):  # type: ignore[misc]
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool (it asks the sentinels where the primary is on each connect) with
     the bounded, waiting behaviour of `BlockingConnectionPool`."""
 

@@ -91,7 +91,7 @@ class Subscriber:
         while confirmed < 2:
             msg = await pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
             if msg is None:
-                raise asyncio.TimeoutError("no subscribe confirmation from Redis")
+                raise TimeoutError("no subscribe confirmation from Redis")
             if msg["type"] == "subscribe":
                 confirmed += 1
         self.subscribed = True
@@ -107,7 +107,8 @@ class Subscriber:
                     history_key(room), "(" + format_stream_id(start), "+", count=CATCHUP_BATCH)
                 for sid, fields in entries:
                     parsed = parse_stream_id(sid)
-                    if parsed is not None and hub.dispatch(room, parsed, message_frame(message_json(sid, fields["data"]))):
+                    frame = message_frame(message_json(sid, fields["data"]))
+                    if parsed is not None and hub.dispatch(room, parsed, frame):
                         hub.stats.catchup += 1
                 start = parse_stream_id(entries[-1][0]) if len(entries) == CATCHUP_BATCH else None
                 if start is not None:
@@ -133,7 +134,7 @@ class Subscriber:
                 await pubsub.ping()
                 next_ping = now + PING_EVERY
             if now - self.last_seen > SILENT_AFTER:
-                raise asyncio.TimeoutError("subscriber heard nothing from Redis, not even PONG")
+                raise TimeoutError("subscriber heard nothing from Redis, not even PONG")
 
 
 def on_message(hub: Hub, payload: str) -> None:

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger("quart_chat.wire")
 
@@ -56,11 +57,11 @@ def ws_frame(text: str) -> bytes:
 
 
 # Outboxes given frames this event-loop pass; one callback on that loop flushes them all.
-_dirty: list["DirectOutbox"] = []
+_dirty: list[DirectOutbox] = []
 _dirty_loop: asyncio.AbstractEventLoop | None = None
 
 
-def _mark_dirty(box: "DirectOutbox") -> None:
+def _mark_dirty(box: DirectOutbox) -> None:
     global _dirty_loop
     loop = asyncio.get_running_loop()
     if _dirty_loop is not loop:  # first this pass (or a previous loop died with frames pending)
@@ -219,7 +220,7 @@ class QueueOutbox:
         """Nothing to do: plain ASGI offers no way to reset a connection."""
 
 
-def _abort(transport: asyncio.BaseTransport) -> None:
+def _abort(transport: asyncio.WriteTransport) -> None:
     try:
         transport.abort()  # a no-op once the connection is closed
     except Exception:  # already torn down

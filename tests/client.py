@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import websockets
+
+# Frames `expect` passes over unless asked for: events and acks arrive between replies.
+PASSED_OVER = ("room_created", "room_removed", "user_joined", "user_left", "ack")
 
 
 class ChatClient:
@@ -17,7 +21,7 @@ class ChatClient:
         self.frames: list[dict] = []
 
     @classmethod
-    async def connect(cls, url: str, **kwargs: Any) -> "ChatClient":
+    async def connect(cls, url: str, **kwargs: Any) -> ChatClient:
         ws = await asyncio.wait_for(websockets.connect(url, max_size=None, **kwargs), 10)
         return cls(ws)
 
@@ -31,7 +35,7 @@ class ChatClient:
         self.frames.append(frame)
         return frame
 
-    async def expect(self, kind: str, timeout: float = 5.0, skip: tuple[str, ...] = ("room_created", "room_removed", "user_joined", "user_left", "ack")) -> dict:
+    async def expect(self, kind: str, timeout: float = 5.0, skip: tuple[str, ...] = PASSED_OVER) -> dict:
         """The next frame of type ``kind``, passing over the event types in ``skip``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -85,7 +89,7 @@ class ChatClient:
         try:
             while True:
                 got.append(await self.recv(seconds))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return got
 
     async def close(self) -> None:

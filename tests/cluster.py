@@ -105,7 +105,7 @@ class RedisProcess(Process):
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}{HOST}:{self.port}/0"
 
-    def start(self) -> "RedisProcess":
+    def start(self) -> RedisProcess:
         argv = [redis_server_binary(), "--port", str(self.port), "--bind", HOST, "--save", "",
                 "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.datadir)]
         if self.password:
@@ -159,7 +159,7 @@ class ChatInstance(Process):
     def ws_url(self) -> str:
         return f"ws://{HOST}:{self.port}/ws"
 
-    def start(self, wait: bool = True) -> "ChatInstance":
+    def start(self, wait: bool = True) -> ChatInstance:
         env = {**os.environ, "REDIS_URL": self.redis_url, "CHAT_INSTANCE": self.name, **self.extra_env}
         argv = [sys.executable, "-m", "hypercorn"]
         if self.config:
@@ -211,7 +211,7 @@ class Cluster:
         self.instances = [ChatInstance(self.logdir, self.redis.url, f"i{k}-{os.getpid()}", env, config=config)
                           for k in range(n)]
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         if self.own_redis:
             self.redis.start()
         for inst in self.instances:
@@ -252,7 +252,7 @@ class NginxProcess(Process):
     def ws_url(self) -> str:
         return f"ws://{HOST}:{self.port}/ws"
 
-    def start(self) -> "NginxProcess":
+    def start(self) -> NginxProcess:
         binary = find_nginx()
         if binary is None:
             raise RuntimeError("no nginx found (apt-get install nginx)")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cluster import Cluster, RedisProcess  # noqa: E402
+from cluster import Cluster, RedisProcess
 
 _rooms = itertools.count()
 

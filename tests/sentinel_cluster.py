@@ -10,8 +10,9 @@ import socket
 import time
 from pathlib import Path
 
-from cluster import HOST, Process, RedisProcess, free_port
 from quart_chat.embedded import redis_server_binary
+
+from cluster import HOST, Process, RedisProcess, free_port
 
 SERVICE = "mymaster"
 
@@ -23,7 +24,7 @@ class ReplicaProcess(RedisProcess):
         super().__init__(logdir, password=password)
         self.primary_port = primary_port
 
-    def start(self) -> "ReplicaProcess":
+    def start(self) -> ReplicaProcess:
         argv = [redis_server_binary(), "--port", str(self.port), "--bind", HOST, "--save", "",
                 "--appendonly", "yes", "--dir", str(self.datadir), "--replicaof", HOST, str(self.primary_port)]
         if self.password:
@@ -49,7 +50,7 @@ class SentinelProcess(Process):
             lines += [f"sentinel auth-pass {SERVICE} {password}", f"requirepass {password}"]
         self.conf.write_text("\n".join(lines) + "\n")
 
-    def start(self) -> "SentinelProcess":
+    def start(self) -> SentinelProcess:
         self._spawn([redis_server_binary(), str(self.conf), "--sentinel"])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -77,7 +78,7 @@ class SentinelSet:
         hosts = ",".join(f"{HOST}:{s.port}" for s in self.sentinels)
         return f"redis+sentinel://{auth}{hosts}/0/{SERVICE}"
 
-    def start(self) -> "SentinelSet":
+    def start(self) -> SentinelSet:
         self.primary.start()
         for r in self.replicas:
             r.start()
@@ -104,7 +105,7 @@ class SentinelSet:
                 s.close()
                 if info.get("connected_slaves", 0) >= n and len(known) >= n:
                     return
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 pass
             time.sleep(0.2)
         raise RuntimeError("replicas did not come up")
@@ -117,7 +118,7 @@ class SentinelSet:
                 host, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
                 c.close()
                 return int(port)
-            except Exception:  # noqa: BLE001 - try the next one
+            except Exception:
                 continue
         return None
 
@@ -133,7 +134,7 @@ class SentinelSet:
                     c.close()
                     if role == "master":
                         return port
-                except Exception:  # noqa: BLE001 - not ready yet
+                except Exception:
                     pass
             time.sleep(0.1)
         raise RuntimeError("no failover")

@@ -89,7 +89,8 @@ async def test_two_resends_racing_on_two_instances(cluster, room):
         await a.join(room, "Ann")
         await b.join(room, "Ann")
         for k in range(30):
-            await asyncio.gather(a.say(room, f"m{k}", client_id=f"race-{k}"), b.say(room, f"m{k}", client_id=f"race-{k}"))
+            cid = f"race-{k}"
+            await asyncio.gather(a.say(room, f"m{k}", client_id=cid), b.say(room, f"m{k}", client_id=cid))
 
         async def acks(cl: ChatClient) -> dict[str, str]:
             got: dict[str, str] = {}
@@ -207,6 +208,7 @@ def test_embedded_redis_password_not_on_command_line(tmp_path):
     """The demo's embedded Redis reads its password from stdin, not from argv (any local
     user can read /proc/<pid>/cmdline)."""
     from quart_chat.embedded import start_redis, stop_group
+
     from cluster import free_port
 
     port = free_port()

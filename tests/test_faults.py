@@ -107,7 +107,7 @@ class Reader:
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def texts(self, room: str | None = None) -> list[str]:
@@ -307,7 +307,7 @@ async def test_catch_up_covers_a_join_in_flight(tmp_path, room):
         hub.finish_join(joiner, room, result.last)  # the join completes
         await there.append(room, "W", "m2", None)
         [(sid, fields)] = (await there.redis.xrange(f"chat:history:{room}"))[2:]
-        payload = '{"id":"%s",%s,"origin":"there"}' % (sid, fields["data"][1:-1])  # as store.APPEND_LUA
+        payload = f'{{"id":"{sid}",{fields["data"][1:-1]},"origin":"there"}}'  # as store.APPEND_LUA
         on_message(hub, payload)  # m2 arrives live through pub/sub
         assert [f["text"] for f in joiner.frames if f["type"] == "message"] == ["m1", "m2"]
     finally:
@@ -574,7 +574,7 @@ class RawWebSocket:
                     code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
         except ConnectionResetError:
             return texts, code, True  # aborted by the server: closed all the same
-        except socket.timeout:
+        except TimeoutError:
             pass
         return texts, code, False
 

@@ -27,9 +27,10 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from cluster import HOST, ChatInstance, RedisProcess
 from quart_chat import fdlimit
 from quart_chat.fdlimit import FdGuard, NofileLimit, Throttle
+
+from cluster import HOST, ChatInstance, RedisProcess
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -373,7 +374,7 @@ async def flood(inst: ChatInstance, seconds: float, size: int = 300) -> None:
         try:
             await asyncio.wait_for(loop.sock_connect(s, (HOST, inst.port)), 2)
             return s
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             s.close()
             return None
 

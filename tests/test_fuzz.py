@@ -19,14 +19,15 @@ import unicodedata
 import orjson
 import pytest
 import redis
-from hypothesis import HealthCheck, event, example, given, settings, strategies as st
-
-from cluster import RedisProcess
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
 
 from quart_chat.broker import Broker
 from quart_chat.config import Settings
 from quart_chat.rooms import Hub
 from quart_chat.session import Session
+
+from cluster import RedisProcess
 
 MAX_TEXT = 200
 KNOWN_CODES = {"bad_json", "bad_request", "unknown_type", "invalid_room", "invalid_user",
@@ -154,7 +155,8 @@ class Model:
 
 # ---------------------------------------------------------------- frames
 ROOMS = ["fz_a", "fz_b", "fz-C_9"]
-json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20)
+json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+                | st.text(max_size=20))
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=10)
 nasty_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=MAX_TEXT + 20)
@@ -162,7 +164,8 @@ edgy = st.sampled_from(["", " ", "\t\n", "\x1fBob\x1c", "\x85Eve\x85", "\u3000Ze
                         "\u200b", "line\nline", "x" * 33, "y" * 32, " " + "z" * MAX_TEXT + " ",
                         "z" * (MAX_TEXT + 1), "<script>alert(1)</script>", "\U0001F600" * 3])
 
-room_values = st.sampled_from(ROOMS) | st.sampled_from(["", "bad room", "x" * 65, "caf\u00e9"]) | nasty_text | json_values
+room_values = (st.sampled_from(ROOMS) | st.sampled_from(["", "bad room", "x" * 65, "caf\u00e9"]) | nasty_text
+               | json_values)
 user_values = st.sampled_from(["Alice", " Alice ", "Bob"]) | edgy | nasty_text | json_values
 text_values = st.sampled_from(["hello", "  hi  "]) | edgy | nasty_text | json_values
 since_values = (st.sampled_from(["0-0", "1-1", "abc", "1-2-3", f"{U64}-{U64}", f"{U64}-0", "\u0661-0"])

@@ -41,7 +41,7 @@ class Collector:
                     self.ack_at[frame["client_id"]] = asyncio.get_running_loop().time()
                 elif frame["type"] == "error":
                     self.errors.append(frame)
-        except Exception as err:  # noqa: BLE001 - the close code is what we keep
+        except Exception as err:
             self.closed = getattr(getattr(err, "rcvd", None), "code", -1)
 
     async def wait_count(self, n: int, timeout: float) -> None:
@@ -116,7 +116,7 @@ async def test_subscriber_dropped_for_output_buffer_catches_up(make_cluster, roo
         for who in (ann, bea, sam):
             await who.wait_count(1500, 60)
             assert who.closed is None, f"closed with {who.closed}"
-            assert_exactly(ids, who.messages, who.client is ann.client and "stalled instance's client" or "other")
+            assert_exactly(ids, who.messages, (who.client is ann.client and "stalled instance's client") or "other")
         log = cluster[0].tail(200)
         assert "subscriber link lost" in log, log
     finally:
@@ -158,7 +158,7 @@ class CuttingProxy:
         self.server: asyncio.AbstractServer | None = None
         self.writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self) -> "CuttingProxy":
+    async def start(self) -> CuttingProxy:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from client import ChatClient
@@ -178,10 +179,9 @@ async def test_json_log_lines(make_cluster, room, tmp_path):
         await cl.say(room, secret)
         await cl.messages(1)
         await cl.send("x" * 20000)  # over CHAT_MAX_FRAME: closed with 1009
-        with pytest.raises(Exception):
+        with pytest.raises(websockets.ConnectionClosed) as closed:
             await cl.recv(5)
-        import websockets
-
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
         with pytest.raises(websockets.InvalidStatus):
             await websockets.connect(cluster[0].ws_url, origin="http://evil.example")
         await asyncio.sleep(0.5)

@@ -38,9 +38,10 @@ import redis
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from quart_chat.proxy import TEMPLATE, find_nginx, nginx_argv, render_config, write_config
+
 from client import ChatClient, id_key
 from cluster import HOST, ROOT, NginxProcess, Process, free_port
-from quart_chat.proxy import TEMPLATE, find_nginx, nginx_argv, render_config, write_config
 
 pytestmark = [pytest.mark.proxy, pytest.mark.timeout(60)]
 
@@ -290,7 +291,8 @@ class Roamer:
                         if joined == set(self.rooms):
                             for cid, (r, text) in list(self.pending.items()):
                                 self.resent += 1
-                                await ws.send(json.dumps({"type": "message", "room": r, "text": text, "client_id": cid}))
+                                frame = {"type": "message", "room": r, "text": text, "client_id": cid}
+                                await ws.send(json.dumps(frame))
                             self.ws = ws
                             self.ready.set()
                             attempt = 0

@@ -65,6 +65,7 @@ class SoakClient:
         self.joins: dict[str, asyncio.Future] = {}
         self.reader: asyncio.Task | None = None
         self.stopping = False
+        self.reconnecting: asyncio.Task | None = None
         self.dropped_at: float | None = None
 
     async def connect(self, since: bool = False) -> None:
@@ -103,7 +104,7 @@ class SoakClient:
         finally:
             self.connected.clear()
             if not self.stopping:
-                asyncio.create_task(self._reconnect())
+                self.reconnecting = asyncio.create_task(self._reconnect())  # kept: a task needs a reference
 
     async def _reconnect(self) -> None:
         self.drops += 1
@@ -114,7 +115,7 @@ class SoakClient:
                 await self.connect(since=True)
                 self.recovered += 1
                 return
-            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake, ConnectionClosed):
+            except (TimeoutError, OSError, websockets.InvalidHandshake, ConnectionClosed):
                 await asyncio.sleep(0.2 + random.random() * 0.3)
 
     async def send(self, room: str) -> None:
@@ -302,7 +303,7 @@ async def test_soak(make_cluster, room):
     for inst in c.instances:
         assert inst.health_status() == 200
 
-    mb = lambda xs: [round(x / 2**20, 1) for x in xs]  # noqa: E731
+    mb = lambda xs: [round(x / 2**20, 1) for x in xs]
     figures = {
         "clients": CLIENTS, "rooms": ROOMS, "memberships": CLIENTS * ROOMS_PER_CLIENT,
         "connect_seconds": round(connect_seconds, 1), "traffic_seconds": round(traffic_seconds, 1),

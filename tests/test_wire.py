@@ -273,9 +273,10 @@ async def test_a_connection_no_longer_open_still_gets_the_direct_outbox_and_writ
 @pytest.fixture
 async def app_on_redis(tmp_path):
     """A quart_chat app (fast path on) served by Quart's test client, on a real redis-server."""
-    from cluster import RedisProcess
     from quart_chat.app import create_app
     from quart_chat.config import Settings
+
+    from cluster import RedisProcess
 
     proc = RedisProcess(tmp_path).start()
     app = create_app(Settings(redis_url=proc.url, instance="in-process", fast_path=True))
@@ -293,7 +294,7 @@ async def health(test_app) -> dict:
 
 async def test_not_hypercorn_means_portable_path_said_once_and_counted(app_on_redis, caplog):
     client = app_on_redis.test_client()
-    for k in range(2):
+    for _ in range(2):
         async with client.websocket("/ws") as ws:
             await ws.send(json.dumps({"type": "ping"}))
             assert json.loads(await ws.receive()) == {"type": "pong"}
