@@ -16,6 +16,9 @@
   const TOAST_MS = 5000;
   const UNCONFIRMED_MS = 15000;         // a message sent this long ago with no ack: offer Retry
   const MAX_TOASTS = 3;
+  const COUNTER_FROM = 0.8;             // the message box shows its length from 80% of the limit on
+  const SR_LOG_KEEP = 20;               // lines kept in the screen reader's message announcer
+  const BURST_SAID_ALONE = 3;           // more new messages at once are said as a count
   const AVATAR_COLORS = 10;
   const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
   const ID_RE = /^\d{1,20}-\d{1,20}$/;
@@ -110,6 +113,9 @@
     roomsAgain: false,
     roomsGen: 0,
     filter: '',               // what the room field holds, lower case: #rooms shows the rooms containing it
+    maxText: 2000,            // CHAT_MAX_TEXT, from the page (data-max-text on #message)
+    connSaid: '',             // the connection state last said to a screen reader: '', 'open', 'lost'
+    overSaid: false,          // "over the limit" was said for the text in the box
     saveTimer: null,
   };
 
@@ -133,9 +139,32 @@
     return pad2(d.getHours()) + ':' + pad2(d.getMinutes());
   }
 
+  const DATE_OPTS = { weekday: 'short', day: 'numeric', month: 'short', year: 'numeric' };
+
+  // The day and the time, in the reader's locale ("Mon 30 Nov 2026, 14:02" in en-GB): the
+  // title of every time element, whose datetime holds the exact ISO time.
   function fullTime(ts) {
     const d = new Date(Number(ts));
-    return Number.isNaN(d.getTime()) ? '' : d.toLocaleString();
+    return Number.isNaN(d.getTime()) ? '' : d.toLocaleDateString(undefined, DATE_OPTS) + ', ' + hhmm(ts);
+  }
+
+  // The local calendar day of a time, YYYY-MM-DD ('' when unknown).
+  function dayKey(ts) {
+    const d = new Date(Number(ts));
+    if (!Number(ts) || Number.isNaN(d.getTime())) return '';
+    return d.getFullYear() + '-' + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate());
+  }
+
+  // "Today", "Yesterday", else the date ("Mon 30 Nov 2026" in en-GB).
+  function dayLabel(key) {
+    const [y, m, d] = key.split('-').map(Number);
+    const day = new Date(y, m - 1, d);
+    const today = new Date();
+    today.setHours(0, 0, 0, 0);
+    const back = Math.round((today.getTime() - day.getTime()) / 86400000);
+    if (back === 0) return 'Today';
+    if (back === 1) return 'Yesterday';
+    return day.toLocaleDateString(undefined, DATE_OPTS);
   }
 
   function hashString(s) {
@@ -475,6 +504,7 @@
     const msg = entry.msg;
     const root = el('div', 'message');
     root.dataset.id = entry.id;
+    root.dataset.day = dayKey(msg.ts);
     if (isMine(msg)) root.classList.add('mine');
     const user = typeof msg.user === 'string' ? msg.user : '';
     root.append(avatar(user, 'msg-avatar'));
@@ -495,9 +525,12 @@
   function renderNotice(entry) {
     const n = el('div', 'notice' + (entry.cls ? ' ' + entry.cls : ''));
     n.setAttribute('role', 'note');
+    n.dataset.day = dayKey(entry.ts);
     n.append(el('span', 'notice-text', entry.text));
     if (entry.ts) {
       const t = el('time', 'time', hhmm(entry.ts));
+      const d = new Date(Number(entry.ts));
+      if (!Number.isNaN(d.getTime())) t.dateTime = d.toISOString();
       t.title = fullTime(entry.ts);
       n.append(t);
     }
@@ -510,6 +543,34 @@
       if (entry.cont) entry.el.classList.add('cont');
     }
     return entry.el;
+  }
+
+  // A separator before the first entry of each day in #messages ("Today", "Yesterday",
+  // "Mon 30 Nov 2026"). Separators are the view's alone (not in room.entries): this walks the
+  // active room's elements, keeps the separators still in place and adds or drops the rest.
+  function syncDays() {
+    const keep = new Set();
+    let prev = '';
+    for (const node of [...ui.messages.children]) {
+      if (node.classList.contains('day-sep')) continue;
+      const day = node.dataset.day;
+      if (!day || day === prev) continue;
+      prev = day;
+      const before = node.previousElementSibling;
+      let sep = before && before.classList.contains('day-sep') && before.dataset.day === day && !keep.has(before) ? before : null;
+      if (!sep) {
+        sep = el('div', 'day-sep');
+        sep.dataset.day = day;
+        const t = el('time', 'day-sep-label');
+        t.dateTime = day;
+        sep.append(t);
+        ui.messages.insertBefore(sep, node);
+      }
+      keep.add(sep);
+      const label = dayLabel(day);
+      if (sep.firstElementChild.textContent !== label) sep.firstElementChild.textContent = label;
+    }
+    for (const sep of ui.messages.querySelectorAll(':scope > .day-sep')) if (!keep.has(sep)) sep.remove();
   }
 
   function atBottom() {
@@ -594,7 +655,10 @@
         const old = e.el;
         e.el = null;
         const node = entryEl(e);
-        if (old.parentNode) old.replaceWith(node);
+        if (old.parentNode) {
+          old.replaceWith(node);
+          syncDays();
+        }
       }
       updateGrouping(room, i);
       updateGrouping(room, i + 1);
@@ -611,7 +675,7 @@
     if (!e || e.kind !== 'message') return;
     const prev = room.entries[i - 1];
     e.cont = !!prev && prev.kind === 'message' && prev.msg.user === e.msg.user &&
-      Math.abs(Number(e.msg.ts) - Number(prev.msg.ts)) < GROUP_MS;
+      Math.abs(Number(e.msg.ts) - Number(prev.msg.ts)) < GROUP_MS && dayKey(e.msg.ts) === dayKey(prev.msg.ts);
     if (e.el) e.el.classList.toggle('cont', e.cont);
   }
 
@@ -623,6 +687,7 @@
       const node = entryEl(entry);
       node.classList.add('enter');
       ui.messages.append(node);
+      syncDays();
       if (stick) scrollToBottom();
     }
   }
@@ -633,13 +698,17 @@
     const stick = isActive && (atBottom() || opts.forceBottom);
     let added = 0;
     let mineAdded = false;
+    const heard = [];
     for (const m of list) {
       if (addMessage(room, m, opts)) {
         added++;
         if (isMine(m)) mineAdded = true;
+        else if (opts.announce) heard.push(m);
       }
     }
+    if (isActive && heard.length) announceMessages(room, heard);
     if (isActive && added) {
+      syncDays();
       if (stick || mineAdded) scrollToBottom();
       else if (opts.live) ui.jumpLatest.hidden = false;
       updateEmptyState();
@@ -727,6 +796,8 @@
     const nodes = room ? room.entries.map(entryEl) : [];
     for (const n of nodes) n.classList.remove('enter');
     ui.messages.replaceChildren(...nodes);
+    syncDays();
+    ui.messages.setAttribute('aria-label', room ? 'Messages in #' + room.name : 'Messages');
     renderPending();
     renderMembers();
     updateEmptyState();
@@ -805,7 +876,9 @@
     }
     sendFrame({ type: 'leave', room: room.name });
     const next = firstWanted();
+    const hadFocus = keyboardFocusIn(ui.leave);
     activate(next ? next.name : null);
+    if (hadFocus && ui.leave.hidden) focusComposer();
     updateRoomEntry(room);
     updateTitle();
     maybeUnlockName();
@@ -874,6 +947,7 @@
       }
       room.hasMore = !!(data && data.has_more);
       if (isActive && state.active === room.name) {
+        syncDays();
         updateEmptyState();
         if (auto && stick) scrollToBottom();
         else s.scrollTop = prevTop + (s.scrollHeight - prevHeight);
@@ -898,6 +972,7 @@
   function renderPending() {
     const room = activeRoom();
     const items = room ? pendingFor(room.name) : [];
+    const hadFocus = keyboardFocusIn(ui.pending);
     const failed = items.filter((p) => p.state === 'failed');
     const want = [];
     if (failed.length > 1) want.push(retryAllBar(failed.length));
@@ -912,6 +987,7 @@
       cur.remove();
       cur = nx;
     }
+    if (hadFocus && !ui.pending.contains(document.activeElement)) focusComposer();
   }
 
   function retryAllBar(n) {
@@ -1029,6 +1105,7 @@
     for (const p of state.pending.values()) {
       if (p.state === 'sent' && p.epoch === state.epoch && now - p.sentAt > UNCONFIRMED_MS) {
         failPending(p, 'No answer from the server yet — Retry cannot post it twice', true);
+        announce('No answer from the server yet for a message you sent. Retry is offered; it cannot post it twice.');
       }
     }
   }
@@ -1089,6 +1166,8 @@
     const p = state.pending.get(cid);
     if (!p || !p.editing) return;
     const text = p.editor ? p.editor.area.value : p.text;
+    // Over the limit: not sent, the editor stays open with the text (the toast says why).
+    if (send && p.editor && text.trim() && text !== p.text && tooLong(text)) { p.editor.area.focus(); return; }
     p.editing = false;
     p.editor = null;
     if (!send) { refreshPending(p.room); return; }
@@ -1187,6 +1266,7 @@
     if (!room.everJoined) { ui.message.focus(); return; } // still joining: the text stays here
     const text = ui.message.value;
     if (!text.trim()) { ui.message.focus(); return; }
+    if (tooLong(text)) { ui.message.focus(); return; }
     if (sendText(room.name, text)) {
       ui.message.value = '';
       autoGrow();
@@ -1199,6 +1279,78 @@
     const t = ui.message;
     t.style.height = 'auto';
     t.style.height = Math.min(t.scrollHeight + 2, 180) + 'px';
+    updateCounter();
+  }
+
+  // ---------------------------------------------------------------- the length limit (CHAT_MAX_TEXT)
+  // The server counts characters (code points) once the text is trimmed.
+  function textLength(text) { return codePoints(String(text).trim()); }
+
+  function fmt(n) { return n.toLocaleString(); }
+
+  // From 80% of the limit on, "1,850 / 2,000" beside the box; over it, how many too many,
+  // the box marked invalid, and a screen reader told once.
+  function updateCounter() {
+    const n = textLength(ui.message.value);
+    const max = state.maxText;
+    const show = n >= Math.ceil(max * COUNTER_FROM);
+    const over = n > max;
+    ui.counter.hidden = !show;
+    ui.counter.classList.toggle('over', over);
+    if (show) {
+      ui.counter.replaceChildren(
+        document.createTextNode(fmt(n) + ' / ' + fmt(max)),
+        el('span', 'sr-only', ' characters'),
+        document.createTextNode(over ? ' · ' + fmt(n - max) + ' too many' : ''));
+    } else {
+      ui.counter.replaceChildren();
+    }
+    if (over) ui.message.setAttribute('aria-invalid', 'true');
+    else ui.message.removeAttribute('aria-invalid');
+    if (over && !state.overSaid) announce('Over the limit of ' + fmt(max) + ' characters: ' + fmt(n - max) + ' too many.');
+    if (!over && state.overSaid) clearToasts('length');   // its cause is gone
+    state.overSaid = over;
+  }
+
+  // Over the limit: not sent (the server would refuse it), and the toast says by how much.
+  function tooLong(text) {
+    const n = textLength(text);
+    if (n <= state.maxText) return false;
+    toast('Message too long: ' + fmt(n) + ' characters, the limit is ' + fmt(state.maxText),
+      'Shorten it by ' + fmt(n - state.maxText) + ' to send it.', { code: 'too_long', group: 'length' });
+    return true;
+  }
+
+  // ---------------------------------------------------------------- focus and what a screen reader hears
+  // Where the keyboard's focus goes when what held it is gone (a closed toast, a retried
+  // message, a hidden button): the message box, or the join form when there is no room. Only
+  // a keyboard's focus is moved (a tap on a phone must not open its keyboard).
+  function keyboardFocusIn(node) {
+    const a = document.activeElement;
+    return !!a && a !== document.body && node.contains(a) && a.matches(':focus-visible');
+  }
+
+  function focusComposer() {
+    if (!ui.message.disabled) ui.message.focus();
+    else if (!ui.username.readOnly && !validUser(ui.username.value)) ui.username.focus();
+    else ui.room.focus();
+  }
+
+  // A short note for a screen reader (the connection's state, the length limit): #sr-status.
+  function announce(text) {
+    ui.srStatus.textContent = text;
+  }
+
+  // New messages of the active room, from others, said once each (#sr-log); many at once
+  // (a catch-up after a reconnect) as a count and the last one. #messages itself is a log
+  // that is read on demand: rebuilding it (a room switch, older history) says nothing.
+  function announceMessages(room, list) {
+    const line = (m) => (typeof m.user === 'string' ? m.user : '') + ': ' + (typeof m.text === 'string' ? m.text : '');
+    const lines = list.length > BURST_SAID_ALONE
+      ? [plural(list.length, 'new message', 'new messages') + ' in #' + room.name + '. The last, from ' + line(list[list.length - 1])]
+      : list.map(line);
+    for (const text of lines) ui.srLog.append(el('p', null, text));
+    while (ui.srLog.childElementCount > SR_LOG_KEEP) ui.srLog.firstElementChild.remove();
   }
 
   // ---------------------------------------------------------------- joining
@@ -1303,6 +1455,7 @@
       ui.room.value = '';
       applyRoomFilter();
     }
+    if (ev.detail === 0) ui.message.focus();   // from the keyboard (a pointer's click has detail >= 1)
   }
 
   // ---------------------------------------------------------------- this tab's session (reload)
@@ -1437,7 +1590,7 @@
       if (isActive) scrollToBottom();
     } else {
       // Back after a drop or a reload: what arrived since the last id seen is new (unread).
-      addMessages(room, history, { live: true, countUnread: true, forceBottom: restored });
+      addMessages(room, history, { live: true, countUnread: true, forceBottom: restored, announce: true });
       if (restored && messageCount(room) < HISTORY_PAGE && room.restoreFrom !== '0-0') loadOlder(room, true);
       else if (restored && room.restoreFrom === '0-0') room.hasMore = false;
     }
@@ -1458,7 +1611,7 @@
     const room = state.rooms.get(f.room);
     if (!room || !room.wanted) return;
     if (resolvePending(f.client_id)) maybeClearSendToasts();
-    addMessages(room, [f], { live: true, countUnread: true, animate: true });
+    addMessages(room, [f], { live: true, countUnread: true, animate: true, announce: true });
     if (state.active === room.name) updateEmptyState();
   }
 
@@ -1596,6 +1749,8 @@
     state.closeNote = '';
     setStatus('open');
     clearToasts('conn');
+    if (state.connSaid !== 'open') announce(state.connSaid === 'lost' ? 'Connected again' : 'Connected');
+    state.connSaid = 'open';
     // Rejoin every room (active one first), with `since` where we already have history.
     const rooms = [...state.rooms.values()].filter((r) => r.wanted);
     rooms.sort((a, b) => (a.name === state.active ? -1 : 0) - (b.name === state.active ? -1 : 0));
@@ -1644,6 +1799,8 @@
     state.retryAt = Date.now() + delay;
     state.retryTimer = setTimeout(connect, delay);
     setStatus('closed', state.closeNote);
+    if (state.connSaid !== 'lost') announce('Disconnected: ' + state.closeNote + '. Reconnecting by itself.');
+    state.connSaid = 'lost';
     clearInterval(state.countdownTimer);
     state.countdownTimer = setInterval(() => {
       if (state.conn === 'closed') setStatus('closed', state.closeNote);
@@ -1652,8 +1809,10 @@
 
   function reconnectNow() {
     if (state.conn !== 'closed') return;
+    const hadFocus = keyboardFocusIn(ui.reconnect);
     state.attempt = 0;
     connect();
+    if (hadFocus && ui.reconnect.hidden) focusComposer();
   }
 
   // ---------------------------------------------------------------- toasts
@@ -1672,24 +1831,36 @@
       const d = t.querySelector('.toast-detail');
       if (d && detail) d.textContent = detail;
       clearTimeout(t._timer);
-      t._timer = setTimeout(() => dismissToast(t), TOAST_MS);
+      if (!t._held) t._timer = setTimeout(() => dismissToast(t), TOAST_MS);
       return;
     }
     const stick = atBottom();
     const t = el('div', 'toast');
-    t.setAttribute('role', code === 'info' || code === 'late_delivery' ? 'status' : 'alert');
     t.dataset.code = code;
     t.dataset.title = title;
     if (group) t.dataset.group = group;
     const body = el('div', 'toast-body');
     const head = el('span', 'toast-title');
-    head.append(document.createTextNode(title), el('span', 'toast-count'));
+    const count = el('span', 'toast-count');
+    count.setAttribute('aria-hidden', 'true');
+    head.append(document.createTextNode(title), count);
     body.append(head);
     if (detail && detail !== title) body.append(el('span', 'toast-detail', detail));
     const close = button('toast-close', '×', () => dismissToast(t));
     close.setAttribute('aria-label', 'Dismiss');
     close.title = 'Dismiss';
     t.append(body, close);
+    const hold = () => { t._held = true; clearTimeout(t._timer); };
+    const release = () => {
+      if (t.matches(':hover') || t.contains(document.activeElement)) return;
+      t._held = false;
+      clearTimeout(t._timer);
+      t._timer = setTimeout(() => dismissToast(t), TOAST_MS);
+    };
+    t.addEventListener('mouseenter', hold);
+    t.addEventListener('focusin', hold);
+    t.addEventListener('mouseleave', release);
+    t.addEventListener('focusout', () => setTimeout(release, 0));
     ui.errors.append(t);
     let live = [...ui.errors.children].filter((x) => !x.classList.contains('leaving'));
     while (live.length > MAX_TOASTS) {
@@ -1704,7 +1875,9 @@
   function dismissToast(t) {
     if (!t.isConnected || t.classList.contains('leaving')) return;
     clearTimeout(t._timer);
+    const hadFocus = keyboardFocusIn(t);
     t.classList.add('leaving');
+    if (hadFocus) focusComposer();
     setTimeout(() => t.remove(), 200);
   }
 
@@ -1730,6 +1903,11 @@
     ui.roomSubtitle = $('room-subtitle');
     ui.memberCount = $('member-count');
     ui.statusText = $('status-text');
+    ui.srStatus = $('sr-status');
+    ui.srLog = $('sr-log');
+    ui.counter = $('counter');
+    const max = Number(ui.message.dataset.maxText);
+    if (Number.isInteger(max) && max > 0) state.maxText = max;
 
     state.token = readToken();
     state.tokenName = state.token ? decodeJwtName(state.token) : null;
@@ -1771,7 +1949,10 @@
     ui.loadOlder.addEventListener('click', () => loadOlder(null, false));
     ui.leave.addEventListener('click', leaveActive);
     ui.reconnect.addEventListener('click', reconnectNow);
-    ui.jumpLatest.addEventListener('click', scrollToBottom);
+    ui.jumpLatest.addEventListener('click', (ev) => {
+      scrollToBottom();
+      if (ev.detail === 0) ui.message.focus();   // the button is gone: the keyboard goes on in the box
+    });
     ui.scroller.addEventListener('scroll', () => {
       const room = activeRoom();
       const bottom = atBottom();
@@ -1787,6 +1968,7 @@
     }
     window.addEventListener('online', reconnectNow);
     setInterval(checkUnconfirmed, 3000);
+    setInterval(syncDays, 60000);   // "Today" becomes "Yesterday" at midnight
     window.addEventListener('pagehide', saveSession);
 
     updateRoomsEmpty();

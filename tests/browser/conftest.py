@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
@@ -32,6 +32,10 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: browser tests must run)", pytrace=False)
     pytest.skip(reason)
+
+
+def _chromium_missing() -> bool:
+    return not os.path.exists(CHROMIUM)
 
 
 def _safe(name: str) -> str:
@@ -84,7 +88,7 @@ class Browser:
 
 def pytest_runtest_setup(item) -> None:
     # Before any fixture starts Redis or instances for nothing.
-    if item.get_closest_marker("browser") and not os.path.exists(CHROMIUM):
+    if item.get_closest_marker("browser") and _chromium_missing():
         _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
 
 
@@ -102,7 +106,7 @@ async def browser(request) -> AsyncIterator[Browser]:
     Request it after the cluster fixtures: it is then closed first, so the instances do not
     stop with pages still connected (and reconnecting) to them.
     """
-    if not os.path.exists(CHROMIUM):
+    if _chromium_missing():
         _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:
         from playwright.async_api import async_playwright, expect

@@ -10,6 +10,8 @@ before or right after the page sends a message. Nothing in app.js knows about it
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import re
 
 try:
@@ -144,3 +146,24 @@ async def frames(page: Page, direction: str, kind: str | None = None) -> list[di
 def boxes_overlap(a: dict, b: dict) -> bool:
     return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
                 or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+def utc_at(days_back: int, hour: int, minute: int) -> dt.datetime:
+    """That time of the day ``days_back`` days ago (UTC)."""
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days_back)
+    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
+
+
+async def seed_messages(redis_url: str, room: str, items: list[tuple[dt.datetime, str, str]]) -> None:
+    """Messages of earlier days, (time, user, text), stored in the room's stream as the server
+    stores them. The room must exist and have no message yet: stream ids only grow."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(redis_url)
+    try:
+        for when, user, text in items:
+            ms = int(when.timestamp() * 1000)
+            msg = {"id": f"{ms}-0", "room": room, "user": user, "text": text, "ts": ms}
+            await r.xadd(f"chat:history:{room}", {"data": json.dumps(msg)}, id=f"{ms}-0")
+    finally:
+        await r.aclose()

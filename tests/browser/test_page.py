@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 try:
     from playwright.async_api import expect
 except ImportError:  # the `browser` fixture skips (fails when CI=true) and says why

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 try:
     from playwright.async_api import expect
 except ImportError:  # the `browser` fixture skips (fails when CI=true) and says why
@@ -135,7 +136,8 @@ async def test_token_from_the_fragment(cluster, room, browser):
     def b64(obj) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
-    token = b64({"alg": "HS256", "typ": "JWT"}) + "." + b64({"sub": "u1", "name": "Tōken Holder", "exp": 4102444800}) + ".sig"
+    claims = {"sub": "u1", "name": "Tōken Holder", "exp": 4102444800}
+    token = b64({"alg": "HS256", "typ": "JWT"}) + "." + b64(claims) + ".sig"
     ws_urls: list[str] = []
     auth: list[str | None] = []
     page, _ = await browser.open(cluster[0].http_url + "/#token=" + token, label="token")

@@ -4,12 +4,14 @@ that expire (`room_removed`, CHAT_ROOM_TTL).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.request
 
 import pytest
 import redis.asyncio as aioredis
+
 try:
     from playwright.async_api import expect
 except ImportError:  # the `browser` fixture skips (fails when CI=true) and says why
@@ -19,6 +21,12 @@ from client import ChatClient
 from pagekit import MESSAGES, WS_SPY, frames, join, joined, send, wait_open
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.load(r)
+
 
 ROOMS = "#rooms [data-room]"
 
@@ -52,8 +60,7 @@ async def test_thousands_of_rooms_all_listed_quickly(make_cluster, browser):
     listed, after = [], None
     for _ in range(10):
         q = "?limit=1000" + (f"&after={after}" if after else "")
-        with urllib.request.urlopen(c[0].http_url + "/rooms" + q, timeout=5) as r:
-            data = json.load(r)
+        data = await asyncio.to_thread(get_json, c[0].http_url + "/rooms" + q)
         listed.append(len(data["rooms"]))
         after = data["next"]
         if not after:

@@ -13,14 +13,26 @@ import re
 import time
 
 import pytest
+
 try:
     from playwright.async_api import expect
 except ImportError:  # the `browser` fixture skips (fails when CI=true) and says why
     expect = None
 
 from client import ChatClient
-from pagekit import (MESSAGES, WS_SPY, assert_in_id_order, frames, join, pending_texts, send, settle,
-                     shown, until, wait_open)
+from pagekit import (
+    MESSAGES,
+    WS_SPY,
+    assert_in_id_order,
+    frames,
+    join,
+    pending_texts,
+    send,
+    settle,
+    shown,
+    until,
+    wait_open,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
 
