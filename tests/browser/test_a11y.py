@@ -184,11 +184,12 @@ async def tab_to(page, pred, what: str, back: bool = False, limit: int = 40) -> 
     raise AssertionError(f"never reached {what} with {'Shift+' if back else ''}Tab; went through {seen}")
 
 
-async def test_keyboard_only(make_cluster, room, browser):
+@pytest.mark.parametrize("variant", ["desktop", "phone"])
+async def test_keyboard_only(make_cluster, room, browser, variant):
     """Never the mouse: every action is a key press, every stop shows its focus ring."""
     c = make_cluster(1, env={"CHAT_RATE": "3/3"})
     other = room + "_b"
-    page, _ = await browser.open(c[0].http_url + "/", label="keys")
+    page, _ = await browser.open(c[0].http_url + "/", label="keys", **VARIANTS[variant])
     await wait_open(page)
     box = page.locator("#message")
 
