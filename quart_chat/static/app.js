@@ -1159,6 +1159,7 @@
     if (p.editor) {
       p.editor.area.focus();
       p.editor.area.setSelectionRange(p.editor.area.value.length, p.editor.area.value.length);
+      if (typeof p.node.scrollIntoView === 'function') p.node.scrollIntoView({ block: 'nearest' });
     }
   }
 
