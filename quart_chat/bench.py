@@ -27,7 +27,10 @@ Scenarios (clients are spread round-robin over the instances):
   last id they saw. Reported: the time from the kill until every one of them has rejoined
   and caught up with the live stream (has every message sent before its ``joined`` came),
   the rejoins' latency (connect to ``joined``), and, compared with each room's stream read
-  back over REST, messages lost, duplicated or out of order for every client.
+  back over REST, messages lost, duplicated or out of order for every client; and how late
+  live messages reached the other clients (those never disconnected) meanwhile. Beside them,
+  this process's CPU and its event loop's worst lateness during the recovery (``gen lag``):
+  one process plays every client, and its own stalls count in the times.
 
 Every timed step is also sampled every --sample-interval s (deliveries and the latencies of
 that interval; the percentiles are worked out after the step), kept as ``series`` in the
@@ -48,6 +51,7 @@ import argparse
 import array
 import asyncio
 import datetime
+import gc
 import ipaddress
 import itertools
 import json
@@ -320,6 +324,32 @@ class Recorder:
         self.last_recv = 0
 
 
+class LoopLag:
+    """How late this process's event loop wakes a 10 ms timer: the load generator's own stalls
+    (a late wake-up delays every client of this process, whatever the servers do)."""
+
+    def __init__(self, period: float = 0.01) -> None:
+        self.period = period
+        self.lags_us: list[int] = []
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        while True:
+            t0 = now_us()
+            await asyncio.sleep(self.period)
+            self.lags_us.append(now_us() - t0 - int(self.period * 1e6))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> dict[str, float | None]:
+        if self._task is not None:
+            self._task.cancel()
+        lags = sorted(self.lags_us)
+        return {"gen_lag_p99_ms": round((percentile(lags, 99) or 0) / 1000, 1) if lags else None,
+                "gen_lag_max_ms": round(lags[-1] / 1000, 1) if lags else None}
+
+
 class Sampler:
     """Where a Recorder stood every ``interval`` s: (time, latencies so far, received so far).
 
@@ -567,19 +597,19 @@ class StormClient(Client):
             end = raw.find('"', len(MSG_HEAD))
             i = raw.find(MARK, end)
             if end > 0 and i > 0:
-                self._got(raw[len(MSG_HEAD):end], raw[i + len(MARK) - 2:i + len(MARK) + 96], now_us())
+                self._got(raw[len(MSG_HEAD):end], raw[i + len(MARK) - 2:i + len(MARK) + 96], now_us(), True)
                 return
         if raw.startswith('{"type":"user_') or raw.startswith('{"type":"room_created"'):
             return  # presence traffic: plenty during a storm, nothing to check here
         frame = orjson.loads(raw)
         kind = frame.get("type")
         if kind == "message":  # a server that orders fields differently
-            self._got(frame.get("id", ""), frame.get("text", ""), now_us())
+            self._got(frame.get("id", ""), frame.get("text", ""), now_us(), True)
         elif kind == "joined":
             received = now_us()
             history = frame.get("history") or []
             for m in history:
-                self._got(m.get("id", ""), m.get("text", ""), received)
+                self._got(m.get("id", ""), m.get("text", ""), received, False)
             if self.rejoining:
                 self.rejoin_history = len(history)
                 self.target = self.storm.room_sent.get(self.room, -1)
@@ -598,8 +628,8 @@ class StormClient(Client):
                     if not fut.done():
                         fut.set_exception(RuntimeError(f"join refused: {code}"))
 
-    def _got(self, mid: str, text: str, received: int) -> None:
-        """One message of this client's room (live or from ``joined.history``)."""
+    def _got(self, mid: str, text: str, received: int, live: bool) -> None:
+        """One message of this client's room (``live``, or from ``joined.history``)."""
         if not text.startswith("B|"):
             return
         sent_us, _step, sender, seq, _ = text[2:].split("|", 4)
@@ -613,6 +643,9 @@ class StormClient(Client):
         rec = storm.rec
         rec.received += 1
         rec.latencies.append(received - int(sent_us))
+        if live and not self.closed_at:  # a bystander: a client whose instance stays up
+            storm.bystanders.received += 1
+            storm.bystanders.latencies.append(received - int(sent_us))
         if seq_i == self.next_seq:
             self.next_seq += 1
             if self.target is not None and not self.caught_at and seq_i >= self.target:
@@ -651,6 +684,7 @@ class Storm:
         self.a = bench.a
         self.rooms = rooms
         self.rec = Recorder(next(bench.steps))
+        self.bystanders = Recorder(self.rec.step)  # live messages to clients never disconnected
         self.room_sent: dict[str, int] = {}      # room -> seq of the last message sent there
         self.sender_room: dict[int, str] = {}
         self.urls: list[str] = list(bench.opts.urls)
@@ -731,6 +765,7 @@ class Options:
     pgids: list[int]
     args: argparse.Namespace
     killed: list[int] = field(default_factory=list)  # pgids the storm SIGKILLed on purpose
+    redis_pgid: int | None = None  # the spawned redis-server's, for its CPU in the storm
 
 
 class Bench:
@@ -778,6 +813,11 @@ class Bench:
 
         await asyncio.gather(*(one(k, c) for k, c in enumerate(clients)))
         dt = time.monotonic() - t0
+        # Thousands of client objects make each full collection of this process's heap take
+        # 100-200 ms, a stall of every client at once that no server caused: keep what is
+        # here now out of the collector's passes (measured in storm: 200 ms pauses gone).
+        gc.collect()
+        gc.freeze()
         log(f"{label}: {n} clients connected and joined in {dt:.1f} s")
         return clients, n / dt if dt > 0 else 0.0
 
@@ -1043,6 +1083,8 @@ class Bench:
         clients: list[StormClient] = []
         send_tasks: list[asyncio.Task] = []
         sampler = Sampler(st.rec, min(a.sample_interval, 0.1))  # a storm lasts a second or two
+        by_sampler = Sampler(st.bystanders, min(a.sample_interval, 0.1))
+        window = [0, 0]  # the bystanders' latencies from the kill to the recovery
         try:
             # One sender per room, on the instances that stay up; then the clients, on all.
             senders, _ = await self.connect(  # type: ignore[assignment]
@@ -1056,14 +1098,20 @@ class Bench:
             send_tasks = [asyncio.create_task(self._storm_send(st, c, k, per_room, k / a.storm_rate))
                           for k, c in enumerate(senders)]
             sampler.start()
+            by_sampler.start()
             await asyncio.sleep(a.storm_before)
             affected = [c for c in clients if c.url == st.victim_url]
             pgid = self.opts.pgids[victim]
             log(f"storm: SIGKILL of instance {victim} ({st.victim_url}, process group {pgid}), "
                 f"{len(affected)} of {len(clients)} clients on it; {a.storm_rate:g} msg/s flowing")
             cpu = CpuMeter(self.opts.pgids[:victim])  # the survivors and this process, during the recovery
+            redis_cpu = CpuMeter([self.opts.redis_pgid] if self.opts.redis_pgid else [])
             cpu.start()
+            redis_cpu.start()
+            lag = LoopLag()
+            lag.start()
             st.killed_at = now_us()
+            window[0] = len(st.bystanders.latencies)
             os.killpg(pgid, signal.SIGKILL)
             self.opts.killed.append(pgid)
             self.opts.urls = survivors  # nothing after this may use it
@@ -1071,7 +1119,8 @@ class Bench:
             deadline = time.monotonic() + a.storm_timeout
             while time.monotonic() < deadline and not st.all_caught_up(affected):
                 await asyncio.sleep(0.02)
-            usage = cpu.stop()
+            window[1] = len(st.bystanders.latencies)
+            usage = {**cpu.stop(), "cpu_redis_pct": redis_cpu.stop().get("cpu_servers_pct"), **lag.stop()}
             done = [c.caught_at for c in affected if c.caught_at]
             log(f"storm: {len(done)}/{len(affected)} recovered"
                 + (f", the last {(max(done) - st.killed_at) / 1e6:.3f} s after the kill" if done else ""))
@@ -1081,6 +1130,7 @@ class Bench:
             await asyncio.gather(*send_tasks, return_exceptions=True)
             await self._storm_drain(st, everyone)
             sampler.stop()
+            by_sampler.stop()
             st.stopping = True
             streams = await asyncio.to_thread(self._read_streams, st, survivors[0])
         finally:
@@ -1091,9 +1141,12 @@ class Bench:
         row = self._storm_row(st, clients, senders, affected, streams, connects_s,
                               self.counters.errors - before, sampler)
         row.update(usage)
-        if (usage.get("cpu_gen_pct") or 0) > 80:
-            log(f"storm: this generator used {usage['cpu_gen_pct']}% of a core during the recovery: "
-                "it may have slowed the rejoins down itself")
+        bystanders = latency_summary(st.bystanders.latencies[window[0]:window[1]])
+        row.update({f"bystander_{k}": v for k, v in bystanders.items()})
+        row["bystander_series"] = by_sampler.series(st.killed_at)
+        if (usage.get("cpu_gen_pct") or 0) > 80 or (usage.get("gen_lag_max_ms") or 0) > 100:
+            log(f"storm: this generator used {usage['cpu_gen_pct']}% of a core during the recovery and its "
+                f"event loop woke up to {usage['gen_lag_max_ms']} ms late: it may have slowed the rejoins itself")
         return row
 
     async def _storm_send(self, st: Storm, c: StormClient, sender_id: int, rate: float, offset: float) -> None:
@@ -1158,6 +1211,17 @@ class Bench:
             out[room] = [seq for page in reversed(pages) for seq in page]
         return out
 
+    @staticmethod
+    def _storm_by_instance(affected: list[StormClient], k0: int) -> dict[str, dict[str, Any]]:
+        """The rejoins per instance they went to: how many, their latency, the last one's time."""
+        out: dict[str, dict[str, Any]] = {}
+        for url in sorted({c.url for c in affected if c.joined_at}):
+            mine = [c for c in affected if c.joined_at and c.url == url]
+            joins = latency_summary([c.join_us for c in mine])
+            out[url] = {"rejoined": len(mine), "p50_join_ms": joins["p50_ms"], "p99_join_ms": joins["p99_ms"],
+                        "last_joined_s": round(max(c.joined_at for c in mine) / 1e6 - k0 / 1e6, 3)}
+        return out
+
     def _storm_row(self, st: Storm, clients: list[StormClient], senders: list[StormClient],
                    affected: list[StormClient], streams: dict[str, list[int]], connects_s: float,
                    errors: int, sampler: Sampler) -> dict[str, Any]:
@@ -1202,6 +1266,7 @@ class Bench:
             **latency_summary(st.rec.latencies),
             "series": sampler.series(k0),
             "senders_stop_s": round((st.senders_stop - k0) / 1e6, 3) if st.senders_stop else None,
+            "by_instance": self._storm_by_instance(affected, k0),
             "recover_times_s": [round(t, 4) for t in times],
             "rejoins": sorted([round((c.joined_at - k0) / 1e6, 4), round(c.join_us / 1000, 2)]
                               for c in affected if c.joined_at),
@@ -1232,9 +1297,9 @@ COLUMNS = {
                   ("errors", "errors")],
     "storm": [("clients", "clients"), ("instances", "instances"), ("on killed", "affected"),
               ("recovered", "recovered"), ("all recovered s", "recovery_s"), ("join p50 ms", "p50_join_ms"),
-              ("join p99 ms", "p99_join_ms"), ("attempts", "attempts"), ("msg p99 ms", "p99_ms"),
+              ("join p99 ms", "p99_join_ms"), ("attempts", "attempts"), ("others p99 ms", "bystander_p99_ms"),
               ("lost", "lost"), ("dups", "duplicates"), ("ooo", "ooo"), ("errors", "errors"),
-              ("cpu srv%", "cpu_servers_pct"), ("cpu gen%", "cpu_gen_pct")],
+              ("cpu srv%", "cpu_servers_pct"), ("cpu gen%", "cpu_gen_pct"), ("gen lag ms", "gen_lag_max_ms")],
 }
 
 
@@ -1412,6 +1477,7 @@ async def run_scenarios(opts: Options, scenarios: list[str]) -> list[dict[str, A
             rows.append(row)
     finally:
         await bench.close(list(bench.clients))
+        gc.unfreeze()
     return rows
 
 
@@ -1426,7 +1492,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.spawn:
             spawned = spawn(a.spawn, a.hypercorn_arg)
-            opts = Options(list(spawned.urls), [c.pgid for c in spawned.instances], a)
+            opts = Options(list(spawned.urls), [c.pgid for c in spawned.instances], a,
+                           redis_pgid=spawned.redis.pgid if spawned.redis else None)
         else:
             opts = Options(list(a.url), [os.getpgid(p) for p in a.pid], a)
         urls = list(opts.urls)

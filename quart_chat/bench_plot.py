@@ -205,10 +205,14 @@ def _draw_storm(fig: Any, axes: list[Any], row: dict[str, Any], plt: Any, ticker
         t, v = _series(series, key)
         ax.plot(t, v, color=colour, lw=1.4, marker=".", ms=3, label=key[:3])
         latencies += v
+    t, v = _series(row.get("bystander_series") or [], "p99_ms")
+    if t:
+        ax.plot(t, v, color="black", ls="--", lw=1.2, label="p99 of live messages to\nclients never disconnected")
+        latencies += v
     _latency_axis([ax], latencies, ticker)
     ax.set_title("message delay, live and caught up", fontsize=10)
     ax.set_ylabel("ms, send to receive")
-    ax.legend(loc="upper right", fontsize=8, frameon=False)
+    ax.legend(loc="upper left", fontsize=7.5, framealpha=0.85)
     ax = axes[3]
     t, v = _series(series, "deliveries_s")
     ax.plot(t, v, color="#1f77b4", lw=1.4, marker=".", ms=3)

@@ -151,4 +151,6 @@ def test_bench_storm_recovers_every_client_without_loss(tmp_path: Path) -> None:
     assert row["stored"] == row["sent"] > 0 and row["received"] == row["expected"] > 0
     assert row["lost"] == 0 and row["duplicates"] == 0 and row["ooo"] == 0 and row["extra"] == 0
     assert row["errors"] == 0 and row["closes"] == 0
+    assert row["bystander_p99_ms"] is not None and row["series"] and row["bystander_series"]
+    assert sum(v["rejoined"] for v in row["by_instance"].values()) == 50 and len(row["by_instance"]) == 2
     assert "| storm" in proc.stdout
