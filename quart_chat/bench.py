@@ -67,9 +67,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -253,7 +254,7 @@ def spawn(n: int, hypercorn_args: list[str], timeout: float = 30.0) -> Spawned:
             argv = [sys.executable, "-m", "hypercorn", *hypercorn_args, "quart_chat:app", "-b", f"{HOST}:{port}"]
             out.instances.append(Child(f"instance-{k}", argv, env, logdir))
         for child, port in zip(out.instances, ports):
-            _wait_until(lambda: _healthy(port), timeout, child.name, child)
+            _wait_until(lambda port=port: _healthy(port), timeout, child.name, child)
             out.urls.append(f"ws://{HOST}:{port}/ws")
         log(f"spawned redis on {rport} and {n} instance(s) on {','.join(map(str, ports))} (logs in {logdir})")
         return out
@@ -424,7 +425,7 @@ class Client:
 
     __slots__ = ("bench", "ws", "url", "user", "rooms", "last_seq", "reader", "pending", "closing")
 
-    def __init__(self, bench: "Bench", url: str, user: str) -> None:
+    def __init__(self, bench: Bench, url: str, user: str) -> None:
         self.bench = bench
         self.ws: Any = None
         self.url = url
@@ -549,7 +550,7 @@ class StormClient(Client):
                  "joined_at", "join_us", "target", "caught_at", "attempts", "failed_attempts",
                  "rejoining", "rejoin_history")
 
-    def __init__(self, storm: "Storm", index: int, url: str, user: str, room: str) -> None:
+    def __init__(self, storm: Storm, index: int, url: str, user: str, room: str) -> None:
         super().__init__(storm.bench, url, user)
         self.storm = storm
         self.index = index
@@ -679,7 +680,7 @@ def compare_to_stream(got: list[int], want: list[int]) -> dict[str, int]:
 class Storm:
     """The state of one storm run that its clients report to (see `Bench.storm`)."""
 
-    def __init__(self, bench: "Bench", rooms: list[str]) -> None:
+    def __init__(self, bench: Bench, rooms: list[str]) -> None:
         self.bench = bench
         self.a = bench.a
         self.rooms = rooms
@@ -1324,7 +1325,7 @@ def render_tables(rows: list[dict[str, Any]]) -> str:
         cells = [[scenario + (" ERROR: " + r["error"][:80] if "error" in r else "")]
                  + ["" if "error" in r else _fmt(r.get(k)) for _, k in cols] for r in body]
         widths = [max(len(str(x[i])) for x in [head] + cells) for i in range(len(head))]
-        line = lambda row: "| " + " | ".join(str(c).ljust(widths[i]) for i, c in enumerate(row)) + " |"
+        line = lambda row, widths=widths: "| " + " | ".join(str(c).ljust(widths[i]) for i, c in enumerate(row)) + " |"
         out += [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells), ""]
     return "\n".join(out)
 
@@ -1497,16 +1498,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             opts = Options(list(a.url), [os.getpgid(p) for p in a.pid], a)
         urls = list(opts.urls)
+        runner: Any
         try:
             import uvloop
 
             runner = uvloop.run
         except ImportError:
             runner = asyncio.run
-        started = datetime.datetime.now(datetime.timezone.utc)
+        started = datetime.datetime.now(datetime.UTC)
         try:
             rows = runner(asyncio.wait_for(run_scenarios(opts, scenarios), a.max_time))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log(f"the run passed --max-time {a.max_time:g} s; stopped")
             return 1
         dead = [c.name for c in spawned.instances if not c.alive() and c.pgid not in opts.killed] if spawned else []
