@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -35,6 +37,7 @@ MIN_SECRET_BYTES = 32
 MAX_PATTERNS = 256
 MAX_PATTERN_LEN = 128
 MAX_SUB = 256
+MAX_TOKEN = 8192  # characters; a URL or header longer than this is no token of ours
 PEM_MARK = "-----BEGIN"
 
 
@@ -146,6 +149,8 @@ class Verifier:
         wrong algorithm, audience or issuer, an expired or malformed token, or bad claims."""
         if not token:
             raise TokenRefused("no token")
+        if len(token) > MAX_TOKEN or not token.isascii():  # a JWS is base64url and dots
+            raise TokenRefused("malformed")
         try:
             claims = self._jwt.decode(
                 token, self.key, algorithms=list(self.algorithms),
@@ -215,6 +220,15 @@ def make_verifier(settings: Settings) -> Verifier | None:
         return None
     key, algorithms = load_key(settings)
     return Verifier(key, algorithms, settings.jwt_audience, settings.jwt_issuer)
+
+
+def query_token(query_string: bytes) -> str | None:
+    """The ``token`` parameter of a raw query string (``/ws?token=...``), or None. Read from
+    the ASGI scope: Quart's ``websocket.args`` would keep a parsed copy for the connection's life."""
+    for key, value in parse_qsl(query_string.decode("latin-1")):
+        if key == "token":
+            return value
+    return None
 
 
 def bearer(header: str | None) -> str | None:

@@ -2,6 +2,10 @@
 
     quart-chat demo            Redis (embedded if none answers) + instances on 3000, 3001, 3002,
                                and with nginx installed all three behind one URL on 8080
+    quart-chat demo --auth     the same in token mode, with a link each for Alice, Bob and Charlie
+    quart-chat token --name Alice --rooms 'general,team-*' --ttl 1h
+                               a signed token (CHAT_JWT_SECRET, or --private-key FILE) and the
+                               page URL that carries it (/#token=...)
     quart-chat bench ...       the load tool (see ``quart-chat bench --help``)
 """
 
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -22,8 +27,9 @@ from urllib.parse import urlsplit
 
 import redis
 
+from . import auth
 from .app import redact
-from .config import Settings
+from .config import Settings, SettingsError, parse_list
 from .embedded import data_dir, start_redis, stop_group
 from .proxy import (
     TEMPLATE,
@@ -81,6 +87,57 @@ def ports_in_use(host: str, ports: list[int], proxy_port: int | None) -> str | N
     return None
 
 
+# `demo --auth`: who gets a link, and the rooms each token allows (None: every room).
+DEMO_USERS = (("Alice", None), ("Bob", None), ("Charlie", ["general", "team-*"]))
+DEMO_TTL = 12 * 3600
+
+
+def page_link(base: str, token: str) -> str:
+    """The page at ``base`` with ``token`` in the fragment: browsers never send a fragment
+    to any server, and the page moves it out of the address bar at once."""
+    return base.rstrip("/") + "/#token=" + token
+
+
+def token(args: argparse.Namespace) -> int:
+    """Print a signed token for ``--name`` and the page URL that carries it."""
+    from .protocol import ProtocolError, validate_user
+
+    try:
+        name = validate_user(args.name)
+        ttl = auth.parse_ttl(args.ttl)
+    except ProtocolError as err:
+        print(f"--name: {err.message}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        print(f"--ttl: {err}", file=sys.stderr)
+        return 2
+    rooms = None if args.rooms is None else list(parse_list(args.rooms))
+    if args.private_key:
+        try:
+            key, algorithm = auth.signing_key(Path(args.private_key).expanduser().read_bytes())
+        except (OSError, ValueError, TypeError) as err:
+            print(f"--private-key {args.private_key}: {err}", file=sys.stderr)
+            return 1
+    else:
+        secret = os.environ.get("CHAT_JWT_SECRET", "").strip()
+        if not secret:
+            print("Set CHAT_JWT_SECRET to the instances' secret (HS256), or pass --private-key FILE "
+                  "(RS256 or ES256, the key whose public half is CHAT_JWT_PUBLIC_KEY).", file=sys.stderr)
+            return 1
+        if len(secret.encode()) < auth.MIN_SECRET_BYTES:
+            print(f"CHAT_JWT_SECRET is shorter than {auth.MIN_SECRET_BYTES} bytes: the instances refuse it.",
+                  file=sys.stderr)
+            return 1
+        key, algorithm = secret.encode(), "HS256"
+    audience = args.audience if args.audience is not None else next(
+        iter(parse_list(os.environ.get("CHAT_JWT_AUDIENCE", ""))), "")
+    issuer = args.issuer if args.issuer is not None else os.environ.get("CHAT_JWT_ISSUER", "").strip()
+    signed = auth.issue(key, algorithm, name, args.sub or name, rooms, ttl, audience, issuer)
+    print(signed)
+    print(page_link(args.url, signed))
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     """Start Redis if needed, one instance per port and, when nginx is installed, nginx on
     ``--proxy-port`` in front of them all; stop everything on Ctrl+C."""
@@ -120,7 +177,18 @@ def demo(args: argparse.Namespace) -> int:
     config = Path(__file__).resolve().parent.parent / "hypercorn.toml"
     config_args = ["-c", str(config)] if config.exists() else []
     upstream = loopback_for(args.host)
-    env_extra = {}
+    # The demo is open unless --auth: then token mode with HS256 and a secret for this run
+    # (CHAT_JWT_SECRET's, when set), and a link per user printed below.
+    env_extra = {"CHAT_AUTH": "open"}
+    secret = ""
+    if args.auth:
+        secret = os.environ.get("CHAT_JWT_SECRET", "").strip() or secrets.token_urlsafe(32)
+        env_extra.update(CHAT_AUTH="token", CHAT_JWT_SECRET=secret, CHAT_JWT_PUBLIC_KEY="")
+        try:
+            Settings.from_env({**os.environ, **env_extra})
+        except SettingsError as err:
+            print(f"token mode cannot start: {err}", file=sys.stderr)
+            return 1
     if nginx:
         # nginx connects to the instances from this address: they believe its X-Forwarded-*
         # headers (client address, Origin check), and nobody else's.
@@ -154,11 +222,25 @@ def demo(args: argparse.Namespace) -> int:
                 print(f"nginx did not start on port {args.proxy_port}:\n{error_tail(nginx_dir)}\n"
                       "(--proxy-port 0 runs the demo without nginx)", file=sys.stderr)
                 return 1
-        print("\nquart_chat is running. Open one tab per instance:")
-        for u in urls:
-            print("   ", u)
+        if args.auth:
+            settings = Settings.from_env({**os.environ, **env_extra})
+            audience = next(iter(settings.jwt_audience), "")
+            print(f"\nquart_chat is running in token mode (tokens valid {DEMO_TTL // 3600} h). "
+                  "Open one link per tab (each keeps its token for the tab):")
+            for (user, rooms), u in zip(DEMO_USERS, [*urls, *urls, *urls]):
+                signed = auth.issue(secret.encode(), "HS256", user, user.lower(), rooms, DEMO_TTL,
+                                    audience, settings.jwt_issuer)
+                print(f"  {user} ({'rooms ' + ', '.join(rooms) if rooms else 'every room'}):")
+                print("   ", page_link(u, signed))
+            print("More links (another terminal):\n"
+                  f"    CHAT_JWT_SECRET='{secret}' .venv/bin/quart-chat token --name Dana --url {urls[0]}")
+        else:
+            print("\nquart_chat is running. Open one tab per instance:")
+            for u in urls:
+                print("   ", u)
         if nginx:
-            print("or all of them behind nginx, on one URL (each new tab goes to the least busy instance):")
+            print("or all of them behind nginx, on one URL (each new tab goes to the least busy instance"
+                  f"{'; a link above works there too, with its port changed' if args.auth else ''}):")
             print("   ", f"http://{shown}:{args.proxy_port}")
         elif args.proxy_port:
             print(f"(With nginx installed, all of them would also be on one URL, http://{shown}:{args.proxy_port}:\n"
@@ -205,8 +287,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--proxy-port", type=int, default=8080, metavar="N",
                    help="with nginx installed, also serve every instance on this one port "
                         "(deploy/nginx.conf; default 8080; 0: no nginx)")
+    p.add_argument("--auth", action="store_true",
+                   help="token mode (CHAT_AUTH=token, HS256): print a signed link each for Alice, Bob and Charlie")
+    t = sub.add_parser("token", help="print a signed token and the page URL that carries it",
+                       description="Sign a token as the site embedding the chat would (PROTOCOL.md section 9): "
+                                   "HS256 with $CHAT_JWT_SECRET, or RS256/ES256 with --private-key. "
+                                   "Prints the token, then the page URL with it in the fragment.")
+    t.add_argument("--name", required=True, help="the user name shown, fixed for the connection")
+    t.add_argument("--sub", help="the user id (sub claim; default: the name)")
+    t.add_argument("--rooms", help="comma-separated room names or patterns with * (e.g. 'general,team-*'); "
+                                   "default: every room")
+    t.add_argument("--ttl", default="1h", help="how long it is valid: 90s, 15m, 1h, 2d (default 1h)")
+    t.add_argument("--url", default="http://localhost:3000", help="the chat page's address (default http://localhost:3000)")
+    t.add_argument("--private-key", metavar="FILE", help="PEM private key (RSA: RS256, EC P-256: ES256) instead of "
+                                                          "the HS256 secret in CHAT_JWT_SECRET")
+    t.add_argument("--audience", help="aud claim (default: the first of $CHAT_JWT_AUDIENCE, if set)")
+    t.add_argument("--issuer", help="iss claim (default: $CHAT_JWT_ISSUER, if set)")
     sub.add_parser("bench", help="the load tool; see quart-chat bench --help")
     args = parser.parse_args(argv)
+    if args.command == "token":
+        return token(args)
     return demo(args)
 
 
