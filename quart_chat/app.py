@@ -15,8 +15,13 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from quart import Quart, Response, current_app
 
 from . import auth, fdlimit, logs, metrics
-from .asgi import (GoingAway, check_fast_paths, connection_class, ignore_shutdown_cancellations,
-                   pass_sigterm_to_supervisor)
+from .asgi import (
+    GoingAway,
+    check_fast_paths,
+    connection_class,
+    ignore_shutdown_cancellations,
+    pass_sigterm_to_supervisor,
+)
 from .broker import Broker
 from .config import Settings
 from .rooms import Hub
@@ -68,7 +73,8 @@ class Chat:
             "duplicates": stats.duplicates, "delivered": stats.delivered, "catchup": stats.catchup,
             "reconnects": sub.reconnects, "errors": dict(stats.errors),
             "closes": {str(code): n for code, n in stats.closes.items()}, "refused": refused,
-            "redis_up": 1 if redis_ok else 0, "subscriber_up": 1 if sub.live else 0, "delivery_lag": stats.delivery_lag.snapshot(),
+            "redis_up": 1 if redis_ok else 0, "subscriber_up": 1 if sub.live else 0,
+            "delivery_lag": stats.delivery_lag.snapshot(),
             "join_seconds": stats.join_seconds.snapshot(), "append_seconds": stats.append_seconds.snapshot(),
             "outbox_frames": sum(backlogs), "outbox_max": max(backlogs, default=0),
             "fallbacks": OUTBOUND.fallbacks, "workers": 1,
@@ -158,5 +164,5 @@ def create_app(settings: Settings | None = None) -> Quart:
             response.headers.setdefault(name, value)
         return response
 
-    app.asgi_app = GoingAway(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = GoingAway(app.asgi_app)  # type: ignore[method-assign,assignment,arg-type]
     return app

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -119,7 +119,7 @@ class Settings:
     dead_after_seconds: float = 15.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build the settings from ``env`` (default ``os.environ``); every variable is optional."""
         env = os.environ if env is None else env
         rate_count, rate_seconds = parse_rate(env.get("CHAT_RATE", "").strip() or "20/10")

@@ -9,13 +9,14 @@ slow client.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from redis.exceptions import RedisError
 
 from .broker import Broker, JoinResult, LimitExceeded, Unavailable
-from .metrics import now
 from .config import Settings
+from .metrics import now
 from .protocol import (
     PONG,
     Join,
@@ -64,7 +65,7 @@ class Session:
                  "identity", "_settings", "_hub", "_broker", "__weakref__")
 
     def __init__(self, settings: Settings, hub: Hub, broker: Broker, outbox: Outbox,
-                 on_abort: Callable[[int], None] | None = None, identity: Identity | None = None) -> None:
+                 on_abort: Callable[[int], object] | None = None, identity: Identity | None = None) -> None:
         self.key = f"{broker.node}|{next(_ids)}"
         # Token mode: the token's name from the start, and the rooms it allows (auth.py).
         self.identity = identity

@@ -13,7 +13,8 @@ from ..broker import Unavailable
 from ..fdlimit import health_fields
 from ..history import parse_page_args, parse_rooms_args
 from ..protocol import ProtocolError, dumps, validate_room
-from ..wire import STATUS as OUTBOUND, DirectOutbox
+from ..wire import STATUS as OUTBOUND
+from ..wire import DirectOutbox
 
 bp = Blueprint("api", __name__)
 

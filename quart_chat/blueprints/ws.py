@@ -13,8 +13,8 @@ import time
 from quart import Blueprint, Response, websocket
 
 from ..app import Chat, get_chat
-from ..auth import Identity, TokenRefused, bearer
 from ..asgi import RAW_SEND
+from ..auth import Identity, TokenRefused, bearer, query_token
 from ..fdlimit import refuse_handshake
 from ..forwarded import client_address, is_loopback, origin_allowed, request_origin
 from ..session import CLOSE_TOO_SLOW, Session
@@ -88,7 +88,8 @@ def _authenticate(chat: Chat, address: str) -> tuple[Identity | None, Response |
     if chat.verifier is None:
         return None, None
     try:
-        return chat.verifier.verify(websocket.args.get("token") or bearer(websocket.headers.get("Authorization"))), None
+        token = query_token(websocket.scope.get("query_string", b"")) or bearer(websocket.headers.get("Authorization"))
+        return chat.verifier.verify(token), None
     except TokenRefused as err:
         chat.refused["token"] += 1
         log.warning("refused a WebSocket from %s: token %s (401)", address, err.reason,
@@ -115,6 +116,7 @@ async def ws() -> Response | None:
         return refusal  # 401, before the upgrade too
     settings = chat.settings
     view = asyncio.current_task()
+    assert view is not None  # a view always runs in a task
     await websocket.accept()
     # Straight to the socket under Hypercorn/HTTP 1.1; through Quart's send elsewhere.
     # (CHAT_FAST_PATH=0: always the latter.) A dead writer closes with 1011 through the session.
@@ -155,7 +157,7 @@ async def ws() -> Response | None:
             _closing(chat, address, session.close_code)
             try:
                 await asyncio.wait_for(websocket.close(session.close_code), CLOSE_TIMEOUT)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 pass
             if session.close_code == CLOSE_TOO_SLOW:
                 outbox.abort(CLOSE_TIMEOUT)  # it may never read its close frame: free the socket

@@ -96,6 +96,8 @@
     user: null,               // name confirmed by the server (joined.user)
     token: null,              // token mode: the JWT this tab connects with
     tokenName: null,          // ... and the name it carries
+    tokenRooms: null,         // ... and the room patterns it allows (null: every room)
+    expired: false,           // the server refused the token (expired): no more retries
     rooms: new Map(),         // name -> Room
     roomOrder: [],            // the Room objects in #rooms order (sorted by name)
     active: null,             // active room name
@@ -208,17 +210,68 @@
   function plural(n, one, many) { return n + ' ' + (n === 1 ? one : many); }
 
   // ---------------------------------------------------------------- token mode (section 9)
-  function decodeJwtName(token) {
+  // The page reads its token's claims only to show them; the server checks the signature.
+  function decodeJwtClaims(token) {
     try {
       const part = token.split('.')[1];
       const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
       const bin = atob(b64 + '==='.slice((b64.length + 3) % 4));
       const json = new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
       const claims = JSON.parse(json);
-      return claims && typeof claims.name === 'string' && validUser(claims.name) ? claims.name.trim() : null;
+      return claims && typeof claims === 'object' ? claims : null;
     } catch (e) {
       return null;
     }
+  }
+
+  function decodeJwtName(token) {
+    const claims = decodeJwtClaims(token);
+    return claims && typeof claims.name === 'string' && validUser(claims.name) ? claims.name.trim() : null;
+  }
+
+  // `rooms`: names or patterns where `*` is any run of characters (nothing else is special).
+  function decodeJwtRooms(token) {
+    const claims = decodeJwtClaims(token);
+    if (!claims || !Array.isArray(claims.rooms)) return null;
+    return claims.rooms.filter((p) => typeof p === 'string').map((p) =>
+      new RegExp('^' + p.split('*').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$'));
+  }
+
+  // Rooms the token does not allow are not listed (the server refuses them anyway).
+  function tokenAllows(name) {
+    return !state.tokenRooms || state.tokenRooms.some((re) => re.test(name));
+  }
+
+  // The server refused the token (it expired, or was never valid): retrying cannot help.
+  const EXPIRED_TEXT = 'Your session has expired — get a new link';
+
+  function sessionExpired() {
+    if (state.expired) return;
+    state.expired = true;
+    clearTimeout(state.retryTimer);
+    state.retryTimer = null;
+    clearInterval(state.countdownTimer);
+    state.countdownTimer = null;
+    const ws = state.ws;
+    state.ws = null;
+    try { if (ws) ws.close(); } catch (e) { /* ignore */ }
+    setStatus('closed', EXPIRED_TEXT);
+    clearToasts('conn');
+    // In #errors (aria-live="assertive"): said once; no timer, no close button, never pruned.
+    const note = el('div', 'toast', null);
+    note.id = 'session-expired';
+    note.dataset.code = 'expired';
+    const body = el('div', 'toast-body');
+    body.append(el('span', 'toast-title', EXPIRED_TEXT),
+      el('span', 'toast-detail', 'Ask the site that sent you here for a new chat link, then open it.'));
+    note.append(body);
+    ui.errors.append(note);   // stays: no timer, no close button
+  }
+
+  // In token mode a WebSocket that never opened may have been refused with 401, which the
+  // page cannot see: a REST call with the same token tells (apiFetch notices the 401).
+  function probeToken() {
+    apiFetch('/rooms?limit=1').catch(() => { /* offline: the retries go on */ });
   }
 
   function readToken() {
@@ -242,7 +295,10 @@
   function apiFetch(url) {
     const headers = { Accept: 'application/json' };
     if (state.token) headers.Authorization = 'Bearer ' + state.token;
-    return fetch(url, { cache: 'no-store', headers });
+    return fetch(url, { cache: 'no-store', headers }).then((r) => {
+      if (r.status === 401 && state.token) sessionExpired();
+      return r;
+    });
   }
 
   // ---------------------------------------------------------------- rooms model
@@ -346,7 +402,7 @@
   function addRoomsBatch(items, gen) {
     const fresh = [];
     for (const item of items) {
-      if (!item || typeof item.name !== 'string' || !ROOM_RE.test(item.name)) continue;
+      if (!item || typeof item.name !== 'string' || !ROOM_RE.test(item.name) || !tokenAllows(item.name)) continue;
       let room = state.rooms.get(item.name);
       if (!room) {
         room = newRoom(item.name, item.created);
@@ -1539,7 +1595,7 @@
       case 'message': onMessage(f); break;
       case 'ack': onAck(f); break;
       case 'room_created':
-        if (typeof f.room === 'string' && ROOM_RE.test(f.room)) {
+        if (typeof f.room === 'string' && ROOM_RE.test(f.room) && tokenAllows(f.room)) {
           const room = ensureRoom(f.room, f.ts);
           room.known = true;
           room.seenGen = state.roomsGen;
@@ -1708,13 +1764,14 @@
     let text;
     if (conn === 'open') text = 'Connected';
     else if (conn === 'connecting') text = state.epoch > 1 ? 'Reconnecting…' : 'Connecting…';
+    else if (state.expired) text = EXPIRED_TEXT;
     else {
       const secs = Math.max(0, Math.ceil((state.retryAt - Date.now()) / 1000));
       text = 'Disconnected' + (note ? ': ' + note : '') + (state.retryTimer ? ' — retrying in ' + secs + ' s' : '');
     }
     ui.statusText.textContent = text;
     ui.status.title = text;
-    ui.reconnect.hidden = conn !== 'closed';
+    ui.reconnect.hidden = conn !== 'closed' || state.expired;
   }
 
   function connect() {
@@ -1722,7 +1779,7 @@
     state.retryTimer = null;
     clearInterval(state.countdownTimer);
     state.countdownTimer = null;
-    if (state.ws) return;
+    if (state.ws || state.expired) return;
     state.epoch += 1;
     state.joinQueue = [];
     setStatus('connecting');
@@ -1787,13 +1844,14 @@
       if (p.state === 'sent') { p.state = 'queued'; touched.add(p.room); }
     }
     if (state.active && touched.has(state.active)) renderPending();
+    if (state.token && code === 1008) { sessionExpired(); return; }   // the token expired while connected
+    if (state.token && !state.openedAt) probeToken();   // refused with 401 before opening?
     const wasOpenFor = state.openedAt ? Date.now() - state.openedAt : 0;
     if (wasOpenFor > STABLE_AFTER_MS) state.attempt = 0;
     state.openedAt = 0;
     state.closeNote = CLOSE_TEXT[code] || (code ? 'closed (' + code + ')' : 'connection lost');
     if (code === 1009) toast('The server closed the connection: a message was too big (1009)', 'Reconnecting…', { code: 'closed', group: 'conn' });
     else if (code === 1013) toast('The server dropped this connection as too slow (1013)', 'Reconnecting…', { code: 'closed', group: 'conn' });
-    else if (code === 1008 && state.token) toast('Your sign-in token was refused or has expired', 'Open the page again with a new token.', { code: 'closed', group: 'conn' });
     const base = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** state.attempt);
     const delay = Math.round(base / 2 + Math.random() * base / 2);
     state.attempt = Math.min(state.attempt + 1, 10);
@@ -1863,7 +1921,7 @@
     t.addEventListener('mouseleave', release);
     t.addEventListener('focusout', () => setTimeout(release, 0));
     ui.errors.append(t);
-    let live = [...ui.errors.children].filter((x) => !x.classList.contains('leaving'));
+    let live = [...ui.errors.children].filter((x) => !x.classList.contains('leaving') && x.id !== 'session-expired');
     while (live.length > MAX_TOASTS) {
       const old = live.shift();
       clearTimeout(old._timer);
@@ -1912,6 +1970,7 @@
 
     state.token = readToken();
     state.tokenName = state.token ? decodeJwtName(state.token) : null;
+    state.tokenRooms = state.token ? decodeJwtRooms(state.token) : null;
     if (state.tokenName) {
       ui.username.value = state.tokenName;
       lockName();
