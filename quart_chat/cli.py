@@ -3,6 +3,7 @@
     quart-chat demo            Redis (embedded if none answers) + instances on 3000, 3001, 3002,
                                and with nginx installed all three behind one URL on 8080
     quart-chat demo --auth     the same in token mode, with a link each for Alice, Bob and Charlie
+    quart-chat demo --fresh    the same, the embedded Redis emptied first (no history, no rooms)
     quart-chat token --name Alice --rooms 'general,team-*' --ttl 1h
                                a signed token (CHAT_JWT_SECRET, or --private-key FILE) and the
                                page URL that carries it (/#token=...)
@@ -87,6 +88,21 @@ def ports_in_use(host: str, ports: list[int], proxy_port: int | None) -> str | N
     return None
 
 
+def empty_data_dir(path: Path) -> list[str]:
+    """Remove what the embedded Redis keeps in ``path`` (its append-only file, any snapshot),
+    leaving its log; returns the names removed."""
+    removed = []
+    for entry in sorted(path.iterdir()):
+        if entry.name == "redis.log":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry.name)
+    return removed
+
+
 # `demo --auth`: who gets a link, and the rooms each token allows (None: every room).
 DEMO_USERS = (("Alice", None), ("Bob", None), ("Charlie", ["general", "team-*"]))
 DEMO_TTL = 12 * 3600
@@ -157,6 +173,14 @@ def demo(args: argparse.Namespace) -> int:
     front: subprocess.Popen | None = None  # nginx
     nginx_dir: Path | None = None
     state = redis_answers(url)
+    if args.fresh and state is True:
+        # A Redis that answers is not one this demo started: someone's data, never flushed here.
+        print(f"--fresh empties only the embedded Redis, and a Redis already answers at {redact(url)}: "
+              "nothing was flushed and nothing started.\n"
+              "To start afresh on it, flush it yourself (e.g. redis-cli -u URL FLUSHDB); or stop it "
+              "(or unset REDIS_URL) and run the demo with --fresh again to use the embedded one.",
+              file=sys.stderr)
+        return 1
     if state is not True:
         host = urlsplit(url).hostname or "localhost"
         if state is not False or host not in LOCAL_HOSTS:
@@ -164,6 +188,9 @@ def demo(args: argparse.Namespace) -> int:
                   "Set REDIS_URL to a reachable Redis (with its password), or unset it to use the embedded one.",
                   file=sys.stderr)
             return 1
+        if args.fresh:
+            removed = empty_data_dir(data_dir())
+            print(f"--fresh: emptied {data_dir()} ({', '.join(removed) or 'it was empty'}): no history, no rooms")
         print(f"No Redis at {redact(url)}: starting the embedded redis-server (data in {data_dir()})")
         children.append(start_redis(url))
         deadline = time.monotonic() + 10
@@ -289,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(deploy/nginx.conf; default 8080; 0: no nginx)")
     p.add_argument("--auth", action="store_true",
                    help="token mode (CHAT_AUTH=token, HS256): print a signed link each for Alice, Bob and Charlie")
+    p.add_argument("--fresh", action="store_true",
+                   help="start with no history: empty the embedded Redis's data first "
+                        "(refused when a Redis already answers at $REDIS_URL: the demo flushes none it did not start)")
     t = sub.add_parser("token", help="print a signed token and the page URL that carries it",
                        description="Sign a token as the site embedding the chat would (PROTOCOL.md section 9): "
                                    "HS256 with $CHAT_JWT_SECRET, or RS256/ES256 with --private-key. "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,43 @@ def test_bench_spawn_fanout_reports_no_loss(tmp_path: Path) -> None:
     assert row["received"] == row["expected"] > 0 and row["deliveries_s"] > 0
     assert row["p99_ms"] is not None and row["p99_ms"] >= row["p50_ms"] > 0
     assert "| fanout" in proc.stdout  # the table
+
+
+def test_help_shows_the_defaults() -> None:
+    proc = subprocess.run(bench_command() + ["--help"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split("show this help message and exit", 1)[1].split())  # the options, unwrapped
+    for option, default in (("--clients CLIENTS", "300"), ("--rate RATE", "30"), ("--max-time MAX_TIME", "900"),
+                            ("--sample-interval SAMPLE_INTERVAL", "0.5"), ("--spawn N", "0"),
+                            ("--storm-backoff STORM_BACKOFF", "500"), ("--drain-max DRAIN_MAX", "20")):
+        shown = text.split(option + " ", 1)[1].split(" --", 1)[0]
+        assert f"(default: {default})" in shown, (option, shown)
+    # Nothing where there is no default to show.
+    assert "(default: None)" not in text and "(default: False)" not in text and "(default: [])" not in text
+
+
+def ours(tmpdir: Path) -> list[str]:
+    return sorted(p.name for p in tmpdir.iterdir() if p.name.startswith(("quart-chat", "quart_chat")))
+
+
+@pytest.mark.timeout(60)
+def test_log_folder_removed_after_a_good_run_kept_with_keep_logs(tmp_path: Path) -> None:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    argv = bench_command() + ["--spawn", "1", "--scenario", "fanout", "--clients", "2", "--rate", "10",
+                              "--duration", "1", "--drain-idle", "1", "--max-time", "20"]
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=25)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "logs in " + str(tmpdir) in proc.stderr  # it did write there, while it ran
+    assert ours(tmpdir) == [], proc.stderr  # the instances' own temp folders (metrics) too
+    assert "kept in" not in proc.stderr
+
+    proc = subprocess.run(argv + ["--keep-logs"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=25)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (kept,) = ours(tmpdir)
+    assert f"logs of the spawned processes kept in {tmpdir / kept}" in proc.stderr
+    assert {"redis.log", "instance-0.log"} <= {p.name for p in (tmpdir / kept).iterdir()}
 
 
 # ------------------------------------------------------------------ --plot
