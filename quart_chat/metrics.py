@@ -16,6 +16,7 @@ written and every number is live.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -213,6 +214,8 @@ async def share_forever(folder: Path, snapshot: Callable[[], dict[str, Any]]) ->
     finally:
         path.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # noqa: ASYNC240 - once, at stop; the last worker out removes the folder
 
 
 def now() -> float:
