@@ -110,11 +110,18 @@ def ignore_shutdown_cancellations() -> None:
     ("Exception in callback StreamReaderProtocol.connection_made...: CancelledError"); a
     cancellation is how the server is meant to stop them, not an error.
     """
-    loop = asyncio.get_running_loop()
+    chain_exception_handler(asyncio.get_running_loop(),
+                            lambda context: isinstance(context.get("exception"), asyncio.CancelledError))
+
+
+def chain_exception_handler(loop: asyncio.AbstractEventLoop, take: Callable[[dict[str, Any]], bool]) -> None:
+    """Put a handler in front of ``loop``'s exception handler: reports for which ``take``
+    returns True stop there; the rest go on to the handler that was there before (or the
+    default one), so handlers installed by different parts of the app add up."""
     previous = loop.get_exception_handler()
 
-    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-        if isinstance(context.get("exception"), asyncio.CancelledError):
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if take(context):
             return
         if previous is not None:
             previous(loop, context)

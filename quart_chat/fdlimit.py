@@ -38,6 +38,8 @@ from typing import Any
 
 from quart import Response, current_app
 
+from .asgi import chain_exception_handler
+
 log = logging.getLogger("quart_chat.fdlimit")
 
 # Key of this process's `FdGuard` in ``app.extensions``.
@@ -350,17 +352,7 @@ class FdGuard:
 
         What it does not take goes on to the handler that was there before (or the default).
         """
-        previous = loop.get_exception_handler()
-
-        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-            if self.note_accept_error(context):
-                return
-            if previous is not None:
-                previous(loop, context)
-            else:
-                loop.default_exception_handler(context)
-
-        loop.set_exception_handler(handler)
+        chain_exception_handler(loop, self.note_accept_error)
 
     def health(self) -> dict[str, Any]:
         """The ``/healthz`` fields: refusals by reason, the limit in effect (null: none) and
