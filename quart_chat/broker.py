@@ -64,7 +64,7 @@ class JoinResult:
     """What a join read from Redis in one round trip."""
 
     history: list[str]
-    last: StreamId | None
+    last: StreamId | None  # the newest id the joiner has, sent or not; None: the stream was empty
     members: list[str]
     gap: bool
 
@@ -190,15 +190,22 @@ class Broker:
         self.presence.orphans.pop((room, key), None)  # an earlier failed join of it is healed
         if reply is None:
             raise LimitExceeded(f"this server holds at most {s.max_rooms} rooms")
-        _created, before_flat, entries, oldest, trimmed, alive = reply
+        _created, before_flat, entries, oldest, trimmed, alive, newest = reply
+        # `last` is where the joiner stands, not merely the last entry sent: a joiner told
+        # "nothing new" already has everything stored (up to the newest entry, not to a
+        # `since` from the future), and a catch-up must not hand it those again.
         if since is None:
+            last = parse_stream_id(entries[0][0]) if entries else None
             entries = entries[::-1] if s.history_on_join else []
             gap = False
         else:
             oldest_id = parse_stream_id(oldest[0][0]) if oldest else None
             gap = has_gap(since, oldest_id, bool(trimmed))
+            if entries:
+                last = parse_stream_id(entries[-1][0])
+            else:
+                last = parse_stream_id(newest[0][0]) if newest else None
         before = dict(zip(before_flat[::2], before_flat[1::2]))
-        last = parse_stream_id(entries[-1][0]) if entries else None
         members = self._live_members({**before, key: user}, alive)
         return JoinResult(_entries_json(entries), last, members, gap)
 

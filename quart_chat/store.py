@@ -109,8 +109,9 @@ return {id, 0}
 # checked here so two instances cannot both create the last one), add the member, read the
 # history and the members, and announce what is new. Returns false when the room would be
 # one too many; else {created, members before (flat HGETALL), entries, oldest, trimmed,
-# live nodes}. Reading the members and adding this one in one script means a leave of
-# the same name cannot interleave, so `user_joined` is never lost.
+# live nodes, newest (read only when nothing follows `since`)}. Reading the members and
+# adding this one in one script means a leave of the same name cannot interleave, so
+# `user_joined` is never lost.
 # KEYS: rooms, members, node rooms, stream, trimmed flag, instances, activity, notifications
 # ARGV: room, field, user, max rooms, 'last'|'since', count|since id, alive cutoff ms,
 #       user JSON, session JSON, origin JSON
@@ -136,6 +137,7 @@ if not known then
 end
 local entries
 local oldest = {}
+local newest = {}
 local trimmed = 0
 if ARGV[5] == 'last' then
   entries = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', ARGV[6])
@@ -143,9 +145,10 @@ else
   entries = redis.call('XRANGE', KEYS[4], '(' .. ARGV[6], '+')
   oldest = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)
   trimmed = redis.call('EXISTS', KEYS[5])
+  if #entries == 0 then newest = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1) end
 end
 local alive = redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[7], '+inf')
-return {created, before, entries, oldest, trimmed, alive}
+return {created, before, entries, oldest, trimmed, alive, newest}
 """
 
 # Remove one member; announce `user_left` only when that name has no other connection in

@@ -236,3 +236,35 @@ async def test_proxy_cuts_links_mid_traffic(make_cluster, room):
     finally:
         await asyncio.to_thread(cut_inst.stop)
         await proxy.close()
+
+
+@pytest.mark.parametrize("how", ["since", "no-history", "future-since"])
+async def test_catch_up_does_not_replay_to_an_up_to_date_joiner(make_cluster, room, how):
+    """A joiner that is told "nothing new" (``since`` = the newest id, or CHAT_HISTORY_ON_JOIN=0)
+    on an instance that has dispatched nothing in the room yet must not get the whole stream
+    again from the catch-up that follows the next resubscription (seen in the soak test, where
+    clients rejoined a restarted instance before its subscriber had caught up). A ``since``
+    from the future must not silence the joiner either."""
+    env = {"CHAT_HISTORY_ON_JOIN": "0"} if how == "no-history" else {}
+    cluster = make_cluster(2, env=env)
+    sam = await ChatClient.connect(cluster[0].ws_url)
+    ann = await ChatClient.connect(cluster[1].ws_url)
+    r = redis.Redis.from_url(cluster.redis.url)
+    try:
+        await sam.join(room, "Sam")
+        for k in range(5):
+            await sam.say(room, f"old {k}")
+        old = await sam.messages(5)
+        since = {"since": old[-1]["id"], "future-since": "99999999999999-0"}.get(how)
+        joined = await ann.join(room, "Ann", since=since)
+        assert joined["history"] == [] and joined["gap"] is False
+        await asyncio.to_thread(r.client_kill_filter, _type="pubsub")
+        await asyncio.sleep(0.5)  # both subscribers subscribe again and catch up
+        await sam.say(room, "new")
+        got = await ann.messages(1)
+        assert got[0]["text"] == "new", f"replayed: {got[0]['text']!r}"
+        assert not [f for f in await ann.quiet(0.5) if f["type"] == "message"]
+    finally:
+        r.close()
+        await sam.close()
+        await ann.close()
