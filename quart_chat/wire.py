@@ -13,10 +13,13 @@ With HTTP/1.1 under Hypercorn this module instead:
   outbox, a drain task (created only then) flushes them, and more than ``CHAT_SEND_QUEUE``
   waiting frames means a client too slow to keep (close 1013, done by the view).
 
-Server frames are never masked or fragmented, and with permessage-deflate negotiated an
-uncompressed message (RSV1 = 0) is still valid (RFC 7692 section 6), so these frames mix
-freely with the ones wsproto writes (pings, pongs, the close frame): every write is whole
-frames. Nothing is written once wsproto has left the OPEN state. Where the internals are
+Server frames are never masked, fragmented or compressed. `decline_compression` keeps
+permessage-deflate out of the handshake: a message encoded once for every receiver cannot
+share a per-connection compression context, and a client that compresses its own frames
+(every browser does) would make the server keep a 32 KB inflate window per connection for
+chat messages of a few dozen bytes. (Were it negotiated anyway, an uncompressed message,
+RSV1 = 0, is still valid: RFC 7692 section 6.) These frames mix freely with the ones
+wsproto writes (pings, pongs, the close frame): every write is whole frames. Nothing is written once wsproto has left the OPEN state. Where the internals are
 not what this expects (HTTP/2, another server or Hypercorn version), `direct_outbox`
 returns None and the session falls back to `QueueOutbox`, the plain ASGI path: never
 quietly. The first fallback for each reason is logged as a warning, `/healthz` shows the
@@ -283,6 +286,22 @@ def direct_outbox(raw_send: Any, limit: int) -> DirectOutbox | None:
     return found
 
 
+def decline_compression(raw_send: Any) -> bool:
+    """Make the coming handshake answer without permessage-deflate; False if it cannot.
+
+    Hypercorn always accepts the extension when offered; forgetting the client's offer on its
+    pending `Handshake` is the one way to decline it. Call before ``websocket.accept()``.
+    """
+    return _decline(getattr(getattr(raw_send, "__self__", None), "handshake", None))
+
+
+def _decline(handshake: Any) -> bool:
+    if type(handshake).__name__ != "Handshake" or getattr(handshake, "accepted", True):
+        return False
+    handshake.extensions = None
+    return True
+
+
 def _direct_outbox(raw_send: Any, limit: int) -> DirectOutbox | str:
     """The outbox, or why there is none."""
     try:
@@ -338,6 +357,7 @@ def check_internals() -> list[str]:
         for cls, attr in ((WSStream, "app_send"), (H11Protocol, "stream_send"), (TCPServer, "protocol_send")):
             if not callable(getattr(cls, attr, None)):
                 problems.append(f"hypercorn {cls.__name__}.{attr} not found")
+        problems.extend(_handshake_problems())
     try:
         from wsproto.connection import Connection, ConnectionState, ConnectionType
         from wsproto.events import TextMessage
@@ -355,3 +375,18 @@ def check_internals() -> list[str]:
                 problems.append(f"wsproto frames a text of {n} characters differently")
                 break
     return problems
+
+
+def _handshake_problems() -> list[str]:
+    """Whether `decline_compression` still works: a declined offer gets no extension back."""
+    try:
+        from hypercorn.protocol.ws_stream import Handshake
+        handshake = Handshake([(b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+                               (b"sec-websocket-extensions", b"permessage-deflate")], "1.1")
+        declined = _decline(handshake)
+        _status, headers, _conn = handshake.accept(None, [])
+    except Exception as err:  # any change of shape means: cannot decline
+        return [f"hypercorn's WebSocket Handshake changed ({type(err).__name__}: {err})"]
+    if not declined or any(name == b"sec-websocket-extensions" for name, _ in headers):
+        return ["hypercorn's WebSocket Handshake can no longer decline permessage-deflate"]
+    return []

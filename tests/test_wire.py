@@ -345,3 +345,20 @@ def test_healthz_names_the_outbound_path(cluster):
         log = inst.log_path.read_text(errors="replace")
         assert ("fast paths on" if FAST_PATH else "fast paths off (CHAT_FAST_PATH=0)") in log
         assert "not available" not in log and "lean WebSocket connection class off" not in log
+
+
+def test_permessage_deflate_declined_on_the_fast_path(cluster):
+    """A client offering permessage-deflate (browsers always do) gets no extension back, so it
+    sends plain frames and the server keeps no inflate window per connection; the portable
+    path leaves Hypercorn's handshake alone. Compressed or not, the chat works."""
+    import websockets.sync.client as ws_client
+
+    for inst in cluster.instances:
+        with ws_client.connect(inst.ws_url, compression="deflate") as ws:
+            ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(ws.recv(5)) == {"type": "pong"}
+            agreed = ws.response.headers.get("Sec-WebSocket-Extensions")
+        if FAST_PATH:
+            assert agreed is None
+        else:
+            assert agreed is not None and agreed.startswith("permessage-deflate")

@@ -18,7 +18,7 @@ from ..auth import Identity, TokenRefused, bearer, query_token
 from ..fdlimit import refuse_handshake
 from ..forwarded import client_address, is_loopback, origin_allowed, request_origin
 from ..session import CLOSE_TOO_SLOW, Session
-from ..wire import QueueOutbox, direct_outbox
+from ..wire import QueueOutbox, decline_compression, direct_outbox
 
 bp = Blueprint("ws", __name__)
 log = logging.getLogger("quart_chat.ws")
@@ -117,6 +117,8 @@ async def ws() -> Response | None:
     settings = chat.settings
     view = asyncio.current_task()
     assert view is not None  # a view always runs in a task
+    if settings.fast_path:
+        decline_compression(websocket.scope.get(RAW_SEND))  # (wire.py says why)
     await websocket.accept()
     # Straight to the socket under Hypercorn/HTTP 1.1; through Quart's send elsewhere.
     # (CHAT_FAST_PATH=0: always the latter.) A dead writer closes with 1011 through the session.
