@@ -19,12 +19,13 @@ share a per-connection compression context, and a client that compresses its own
 (every browser does) would make the server keep a 32 KB inflate window per connection for
 chat messages of a few dozen bytes. (Were it negotiated anyway, an uncompressed message,
 RSV1 = 0, is still valid: RFC 7692 section 6.) These frames mix freely with the ones
-wsproto writes (pings, pongs, the close frame): every write is whole frames. Nothing is written once wsproto has left the OPEN state. Where the internals are
-not what this expects (HTTP/2, another server or Hypercorn version), `direct_outbox`
-returns None and the session falls back to `QueueOutbox`, the plain ASGI path: never
-quietly. The first fallback for each reason is logged as a warning, `/healthz` shows the
-path (``outbound``) and counts the fallbacks, and `check_internals` looks for the classes and
-attributes relied on once at start-up. ``CHAT_FAST_PATH=0`` takes the portable path only.
+wsproto writes (pings, pongs, the close frame): every write is whole frames. Nothing is
+written once wsproto has left the OPEN state. Where the internals are not what this expects
+(HTTP/2, another server or Hypercorn version), `direct_outbox` returns None and the session
+falls back to `QueueOutbox`, the plain ASGI path: never quietly. The first fallback for each
+reason is logged as a warning, `/healthz` shows the path (``outbound``) and counts the
+fallbacks, and `check_internals` looks for the classes and attributes relied on once at
+start-up. ``CHAT_FAST_PATH=0`` takes the portable path only.
 """
 
 from __future__ import annotations
