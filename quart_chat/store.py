@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import redis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -108,10 +109,11 @@ return {id, 0}
 # A join in one step: create the room if the deployment has room for it (CHAT_MAX_ROOMS,
 # checked here so two instances cannot both create the last one), add the member, read the
 # history and the members, and announce what is new. Returns false when the room would be
-# one too many; else {created, members before (flat HGETALL), entries, oldest, trimmed,
-# live nodes, newest (read only when nothing follows `since`)}. Reading the members and
-# adding this one in one script means a leave of the same name cannot interleave, so
-# `user_joined` is never lost.
+# one too many; else {created, member names (each once, only those on live nodes: a dead
+# node's members are not shown while they wait for the janitor), entries, oldest, trimmed,
+# newest (read only when nothing follows `since`)}. Reading the members and adding this one
+# in one script means a leave of the same name cannot interleave, so `user_joined` is never
+# lost.
 # KEYS: rooms, members, node rooms, stream, trimmed flag, instances, activity, notifications
 # ARGV: room, field, user, max rooms, 'last'|'since', count|since id, alive cutoff ms,
 #       user JSON, session JSON, origin JSON
@@ -128,9 +130,19 @@ if redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 end
 redis.call('ZADD', KEYS[7], now, ARGV[1])
+local live = {}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[7], '+inf')) do live[node] = true end
+live[string.match(ARGV[2], '^[^|]*')] = true
 local known = false
-for i = 2, #before, 2 do
-  if before[i] == ARGV[3] then known = true break end
+local seen = {[ARGV[3]] = true}
+local names = {ARGV[3]}
+for i = 1, #before, 2 do
+  local name = before[i + 1]
+  if name == ARGV[3] then known = true end
+  if not seen[name] and live[string.match(before[i], '^[^|]*')] then
+    seen[name] = true
+    names[#names + 1] = name
+  end
 end
 if not known then
   redis.call('PUBLISH', KEYS[8], '{"type":"user_joined","room":"' .. ARGV[1] .. '","user":' .. ARGV[8] .. ',"ts":' .. now .. ',"session":' .. ARGV[9] .. ',"origin":' .. ARGV[10] .. '}')
@@ -147,8 +159,7 @@ else
   trimmed = redis.call('EXISTS', KEYS[5])
   if #entries == 0 then newest = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1) end
 end
-local alive = redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[7], '+inf')
-return {created, before, entries, oldest, trimmed, alive, newest}
+return {created, names, entries, oldest, trimmed, newest}
 """
 
 # Remove one member; announce `user_left` only when that name has no other connection in
@@ -224,6 +235,20 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
                        unquote(user) or None, unquote(password) or None)
 
 
+def _driver_info() -> dict[str, Any]:
+    # Told once: without it redis-py looks its own version up in the installed packages'
+    # metadata for every new connection (milliseconds each, when a burst of joins grows the
+    # pool, or a reconnect storm).
+    try:
+        from redis.driver_info import DriverInfo  # newer redis-py; older ones take lib_version
+    except ImportError:
+        return {"lib_version": redis.__version__}
+    return {"driver_info": DriverInfo(lib_version=redis.__version__)}
+
+
+DRIVER_INFO = _driver_info()
+
+
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool (it asks the sentinels where the primary is on each connect) with
     the bounded, waiting behaviour of `BlockingConnectionPool`."""
@@ -244,6 +269,7 @@ def make_client(url: str, socket_timeout: float | None, pool_size: int | None = 
         socket_connect_timeout=1.0,
         socket_timeout=socket_timeout,
         retry=Retry(NoBackoff(), retries, (RedisConnectionError,)),
+        **DRIVER_INFO,
     )
     if url.startswith(SENTINEL_SCHEME + "://"):
         conf = parse_sentinel_url(url)
