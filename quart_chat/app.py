@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from quart import Quart, Response, current_app
+from quart.sessions import NullSession, SecureCookieSessionInterface
 
 from . import auth, fdlimit, logs, metrics
 from .asgi import (
@@ -104,6 +105,17 @@ def redact(url: str) -> str:
     return f"{scheme}://{rest}"
 
 
+class SharedNullSession(SecureCookieSessionInterface):
+    """Quart's cookie sessions, but without a secret key one shared, read-only null session
+    rather than a new one per request and per WebSocket, which each idle connection kept."""
+
+    _null = NullSession()
+
+    async def make_null_session(self, app: Quart) -> NullSession:
+        """The one null session (it refuses writes, so sharing it is safe)."""
+        return self._null
+
+
 def create_app(settings: Settings | None = None) -> Quart:
     """Build a quart_chat application; ``settings`` default to the environment's."""
     from .blueprints import api, pages, ws
@@ -111,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     settings = settings or Settings.from_env()
     verifier = auth.make_verifier(settings)  # token mode without a usable key stops here (SettingsError)
     app = Quart(__name__)
+    app.session_interface = SharedNullSession()
     hub = Hub()
     broker = Broker(settings, hub)
     fd_guard = app.extensions[fdlimit.EXTENSION] = fdlimit.FdGuard()

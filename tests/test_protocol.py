@@ -154,6 +154,16 @@ def test_sliding_window_is_exact():
     assert w.allow() is False  # t=1 and t=2 are still inside
 
 
+def test_sliding_window_keeps_only_the_events_in_the_window():
+    """A huge limit (the benchmark's CHAT_RATE=1000000/1) must not mean a huge memory."""
+    now = [0.0]
+    w = SlidingWindow(1_000_000, 1, clock=lambda: now[0])
+    for k in range(5000):
+        now[0] = k / 100  # 100 events a second for 50 s
+        assert w.allow()
+    assert len(w._times) <= 101
+
+
 def test_settings_defaults_and_env():
     s = Settings.from_env({})
     assert (s.redis_url, s.history_maxlen, s.history_on_join, s.max_text, s.max_frame) == \
