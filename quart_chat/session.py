@@ -65,7 +65,7 @@ class Session:
                  "identity", "_settings", "_hub", "_broker", "__weakref__")
 
     def __init__(self, settings: Settings, hub: Hub, broker: Broker, outbox: Outbox,
-                 on_abort: Callable[[int], object] | None = None, identity: Identity | None = None) -> None:
+                 on_abort: Callable[[], object] | None = None, identity: Identity | None = None) -> None:
         self.key = f"{broker.node}|{next(_ids)}"
         # Token mode: the token's name from the start, and the rooms it allows (auth.py).
         self.identity = identity
@@ -95,7 +95,7 @@ class Session:
         if self.close_code is None:
             self.close_code = code
             if self.on_abort is not None:
-                self.on_abort(code)
+                self.on_abort()
 
     # ------------------------------------------------------------ inbound
     async def handle(self, raw: str | bytes | None) -> None:

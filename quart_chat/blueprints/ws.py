@@ -126,7 +126,7 @@ async def ws() -> Response | None:
     # (CHAT_FAST_PATH=0: always the latter.) A dead writer closes with 1011 through the session.
     outbox = ((settings.fast_path and direct_outbox(websocket.scope.get(RAW_SEND), settings.send_queue))
               or QueueOutbox(websocket.send, settings.send_queue))
-    session = Session(settings, chat.hub, chat.broker, outbox, on_abort=lambda _code: view.cancel(),
+    session = Session(settings, chat.hub, chat.broker, outbox, on_abort=view.cancel,
                       identity=identity)
     if isinstance(outbox, QueueOutbox):  # (not a closure over session: no cell per connection)
         outbox.on_error = session.abort
