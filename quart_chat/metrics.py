@@ -170,9 +170,24 @@ def share_dir() -> Path | None:
     parent = multiprocessing.parent_process()
     if parent is None or parent.pid is None:
         return None
-    path = Path(tempfile.gettempdir()) / f"quart_chat-metrics-{os.getuid()}-{parent.pid}"
+    base, prefix = Path(tempfile.gettempdir()), f"quart_chat-metrics-{os.getuid()}-"
+    sweep_stale(base, prefix)
+    path = base / f"{prefix}{parent.pid}"
     path.mkdir(mode=0o700, exist_ok=True)
     return path
+
+
+def sweep_stale(base: Path, prefix: str) -> None:
+    """Remove the share folders of Hypercorn parents that are gone: one killed with SIGKILL
+    never removed its own, and a crash-looping service would leave one per crash."""
+    for folder in base.glob(prefix + "*"):
+        pid = folder.name[len(prefix):]
+        if not pid.isdigit() or _alive(int(pid)) or not folder.is_dir():
+            continue
+        with contextlib.suppress(OSError):
+            for entry in folder.iterdir():
+                entry.unlink()
+            folder.rmdir()
 
 
 def _alive(pid: int) -> bool:

@@ -137,6 +137,24 @@ def test_demo_fresh_refuses_a_redis_it_did_not_start(redis_proc, tmp_path: Path)
         r.delete(key)
 
 
+def test_demo_says_at_once_which_instance_port_is_taken(tmp_path: Path) -> None:
+    """A port already taken (3000 is a common development port) is named at once, with the
+    option that picks others, before anything starts: no traceback, no wait for health."""
+    with socket.socket() as squatter:
+        squatter.bind((HOST, 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        free = free_port()
+        env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "quart_chat.cli", "demo", "--ports", f"{free},{taken}",
+                               "--proxy-port", "0"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and time.monotonic() - t0 < 10, proc
+    assert f"Port {taken}" in proc.stderr and "--ports" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert not listening(free)
+
+
 # ---------------------------------------------------------------- scripts/bootstrap
 def quiet_filter() -> str:
     """The PYTHONWARNINGS entry scripts/bootstrap gives pip."""

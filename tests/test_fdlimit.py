@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 
 from quart_chat import fdlimit
@@ -360,6 +361,12 @@ async def test_hard_limit_refuses_with_503_logs_once_and_recovers(start_instance
     _, body = healthz(inst)
     assert body["refused"]["fd_limit"] == len(refusals) + more
     assert len(log_lines(inst, REFUSED_LINE)) == 1
+    # The same count, where a monitoring system reads it.
+    with urllib.request.urlopen(inst.http_url + "/metrics", timeout=5) as r:
+        families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+    refused = {s.labels["reason"]: s.value for s in families["quart_chat_refused_handshakes"].samples
+               if s.name.endswith("_total")}
+    assert refused["fd_limit"] == len(refusals) + more, refused
 
 
 async def flood(inst: ChatInstance, seconds: float, size: int = 300) -> None:

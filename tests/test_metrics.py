@@ -210,3 +210,23 @@ def test_alerting_rules_pass_promtool():
     test = subprocess.run(["promtool", "test", "rules", "prometheus-alerts.test.yml"], cwd=rules.parent,
                           capture_output=True, text=True, timeout=60)
     assert test.returncode == 0, test.stdout + test.stderr
+
+
+def test_share_folders_of_dead_parents_are_swept(tmp_path):
+    """A Hypercorn parent killed with SIGKILL leaves its workers' share folder behind: the next
+    worker to start removes it, and leaves a live parent's folder alone."""
+    from quart_chat.metrics import sweep_stale
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    prefix = "quart_chat-metrics-0-"
+    dead = tmp_path / f"{prefix}{gone.pid}"
+    live = tmp_path / f"{prefix}{os.getpid()}"
+    other = tmp_path / "someone-else"
+    for folder in (dead, live, other):
+        folder.mkdir()
+        (folder / "123.json").write_text("{}")
+    (dead / ".123.tmp").write_text("{")
+    sweep_stale(tmp_path, prefix)
+    assert not dead.exists()
+    assert (live / "123.json").exists() and (other / "123.json").exists()
