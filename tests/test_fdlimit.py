@@ -224,6 +224,14 @@ def healthz(inst: ChatInstance) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
+def refused_in_metrics(inst: ChatInstance) -> dict[str, float]:
+    """quart_chat_refused_handshakes_total from /metrics, by reason."""
+    with urllib.request.urlopen(inst.http_url + "/metrics", timeout=5) as r:
+        families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+    return {s.labels["reason"]: s.value for s in families["quart_chat_refused_handshakes"].samples
+            if s.name.endswith("_total")}
+
+
 async def wait_healthz(inst: ChatInstance, pred, timeout: float, what: str) -> dict:
     """Poll /healthz until ``pred(body)``; returns that body."""
     deadline = time.monotonic() + timeout
@@ -361,11 +369,7 @@ async def test_hard_limit_refuses_with_503_logs_once_and_recovers(start_instance
     _, body = healthz(inst)
     assert body["refused"]["fd_limit"] == len(refusals) + more
     assert len(log_lines(inst, REFUSED_LINE)) == 1
-    # The same count, where a monitoring system reads it.
-    with urllib.request.urlopen(inst.http_url + "/metrics", timeout=5) as r:
-        families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
-    refused = {s.labels["reason"]: s.value for s in families["quart_chat_refused_handshakes"].samples
-               if s.name.endswith("_total")}
+    refused = refused_in_metrics(inst)  # the same count, where a monitoring system reads it
     assert refused["fd_limit"] == len(refusals) + more, refused
 
 
