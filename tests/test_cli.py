@@ -20,17 +20,9 @@ import pytest
 import redis
 
 from client import ChatClient
-from cluster import HOST, Process, free_port
+from cluster import HOST, Process, free_port, listening
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 async def wait_until(pred, timeout: float) -> bool:

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import pytest
 import websockets
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 
 from quart_chat import fdlimit
 from quart_chat.fdlimit import FdGuard, NofileLimit, Throttle
 
-from cluster import HOST, ChatInstance, RedisProcess
+from cluster import HOST, ChatInstance, RedisProcess, scrape
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -224,14 +223,6 @@ def healthz(inst: ChatInstance) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-def refused_in_metrics(inst: ChatInstance) -> dict[str, float]:
-    """quart_chat_refused_handshakes_total from /metrics, by reason."""
-    with urllib.request.urlopen(inst.http_url + "/metrics", timeout=5) as r:
-        families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
-    return {s.labels["reason"]: s.value for s in families["quart_chat_refused_handshakes"].samples
-            if s.name.endswith("_total")}
-
-
 async def wait_healthz(inst: ChatInstance, pred, timeout: float, what: str) -> dict:
     """Poll /healthz until ``pred(body)``; returns that body."""
     deadline = time.monotonic() + timeout
@@ -369,8 +360,8 @@ async def test_hard_limit_refuses_with_503_logs_once_and_recovers(start_instance
     _, body = healthz(inst)
     assert body["refused"]["fd_limit"] == len(refusals) + more
     assert len(log_lines(inst, REFUSED_LINE)) == 1
-    refused = refused_in_metrics(inst)  # the same count, where a monitoring system reads it
-    assert refused["fd_limit"] == len(refusals) + more, refused
+    metrics = scrape(inst)  # the same count, where a monitoring system reads it
+    assert metrics['quart_chat_refused_handshakes_total{reason="fd_limit"}'] == len(refusals) + more
 
 
 async def flood(inst: ChatInstance, seconds: float, size: int = 300) -> None:

@@ -9,33 +9,19 @@ import os
 import shutil
 import signal
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 import redis
 import websockets
-from prometheus_client.parser import text_string_to_metric_families
 
 from client import ChatClient
+from cluster import scrape
 from test_faults import RawWebSocket
 from test_links import Collector, send_many
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def scrape(inst) -> dict[str, float]:
-    """Every sample of /metrics as ``name{label="v",...}`` -> value."""
-    with urllib.request.urlopen(inst.http_url + "/metrics", timeout=5) as r:
-        assert r.headers["Content-Type"].startswith("text/plain")
-        text = r.read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
 
 
 def moved(before: dict, after: dict, name: str) -> float:

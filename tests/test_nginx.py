@@ -22,7 +22,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from quart_chat.proxy import TEMPLATE, find_nginx, nginx_argv, render_config, write_config
 
 from client import ChatClient, id_key
-from cluster import HOST, ROOT, NginxProcess, Process, free_port
+from cluster import HOST, ROOT, NginxProcess, Process, free_port, listening
 
 pytestmark = [pytest.mark.proxy, pytest.mark.timeout(60)]
 
@@ -442,14 +441,6 @@ async def test_rolling_deploy_behind_nginx_loses_nothing(make_cluster, make_ngin
 
 
 # ---------------------------------------------------------------- the demo
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def alive_in_groups(groups: set[int]) -> list[tuple[int, str]]:
     """Processes (not zombies) still in one of these process groups."""
     import psutil

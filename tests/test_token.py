@@ -25,11 +25,10 @@ import redis
 import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from client import ChatClient
-from cluster import Cluster, RedisProcess
+from cluster import Cluster, RedisProcess, scrape
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -129,17 +128,6 @@ def http(url: str, token: str | None = None, scheme: str = "Bearer") -> tuple[in
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
-
-
-def scrape(inst) -> dict[str, float]:
-    with urllib.request.urlopen(inst.http_url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
 
 
 async def expect_close(client: ChatClient, timeout: float) -> int | None:
