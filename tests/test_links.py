@@ -28,11 +28,12 @@ class Collector:
         self.ack_at: dict[str, float] = {}  # loop time each ack arrived
         self.errors: list[dict] = []
         self.closed: int | None = None
+        self.stopping = False
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         try:
-            while True:
+            while not self.stopping:
                 frame = await self.client.recv(timeout=3600)
                 if frame["type"] == "message":
                     self.messages.append(frame)
@@ -51,9 +52,14 @@ class Collector:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
+        # Python 3.11's wait_for (inside recv) can swallow a cancellation that lands as a frame
+        # arrives, and the loop would then wait an hour for the next one: the flag ends it too,
+        # and closing the socket ends a recv that still waits.
+        self.stopping = True
         self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
+        await asyncio.wait({self.task}, timeout=2)
         await asyncio.wait_for(self.client.close(), 3)
+        await asyncio.wait({self.task}, timeout=2)
 
 
 def assert_exactly(stream_ids: list[str], got: list[dict], who: str) -> None:
