@@ -17,10 +17,12 @@ from quart.sessions import NullSession, SecureCookieSessionInterface
 
 from . import auth, fdlimit, logs, metrics
 from .asgi import (
+    CLOSE_GOING_AWAY,
     GoingAway,
     check_fast_paths,
     connection_class,
     ignore_shutdown_cancellations,
+    on_server_shutdown,
     pass_sigterm_to_supervisor,
 )
 from .broker import Broker
@@ -59,6 +61,23 @@ class Chat:
     collector: metrics.ChatCollector | None = None
     # Token mode (CHAT_AUTH=token): checks every WebSocket's and REST call's token; None: open.
     verifier: auth.Verifier | None = None
+    # Set when the server begins to stop: open WebSockets are closed, new ones refused (503).
+    stopping: bool = False
+
+    def going_away(self) -> None:
+        """The server is stopping: close every WebSocket with 1001 now, refuse new ones.
+
+        A chat connection never ends by itself, so waiting out Hypercorn's graceful timeout
+        would only delay each client's reconnection to another instance (and on Python 3.12+
+        Hypercorn would wait for ever). Each view closes its own socket and leaves its rooms.
+        """
+        if self.stopping:
+            return
+        self.stopping = True
+        sessions = list(self.hub.receivers)
+        logging.getLogger("quart_chat").info("shutting down: closing %d WebSocket(s) with 1001", len(sessions))
+        for session in sessions:
+            session.abort(CLOSE_GOING_AWAY)
 
     def snapshot(self) -> dict[str, Any]:
         """This process's numbers for /metrics (see `metrics`), as plain JSON-able values."""
@@ -152,6 +171,9 @@ def create_app(settings: Settings | None = None) -> Quart:
         pass_sigterm_to_supervisor()
         check_fast_paths(settings.fast_path)  # warns when an internal the fast paths use is missing
         ignore_shutdown_cancellations()
+        watch = on_server_shutdown(chat.going_away)
+        if watch is not None:
+            background.append(watch)
         await broker.start()
         # Under `hypercorn -w N` the workers share their numbers so /metrics is the instance's.
         collector.share_dir = metrics.share_dir()

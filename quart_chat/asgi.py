@@ -21,6 +21,8 @@ log = logging.getLogger("quart_chat.asgi")
 CLOSE_GOING_AWAY = 1001
 # Seconds a worker given SIGTERM waits for its Hypercorn parent to start the shutdown.
 SIGTERM_HANDOVER = 1.0
+# Seconds between two looks at a Hypercorn parent's shutdown event (Hypercorn's own worker too).
+SHUTDOWN_POLL = 0.1
 # Scope key under which the server's own ``send`` is kept, for `wire.direct_outbox`.
 RAW_SEND = "quart_chat.raw_send"
 
@@ -73,6 +75,61 @@ class _TrackingSend:
         await self.send(message)
 
 
+def _hypercorn_shutdown_event() -> Any:
+    """The multiprocessing Event a Hypercorn parent sets to stop this worker, or None.
+
+    Hypercorn hands it to its worker as a keyword argument of the Process (``-w N``, and the
+    default of one worker); a server running in this very process has none.
+    """
+    kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
+    event = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
+    return event if callable(getattr(event, "is_set", None)) else None
+
+
+def on_server_shutdown(callback: Callable[[], object]) -> asyncio.Task[None] | None:
+    """Call ``callback`` once, in the running loop, as soon as the server begins to stop.
+
+    Hypercorn does not tell the app: it closes its listening sockets and waits for every open
+    connection, and from Python 3.12 ``Server.wait_closed()`` waits for WebSockets too, which
+    never end on their own (hypercorn issue 308). So the app learns of the shutdown where
+    Hypercorn does. In a Hypercorn worker process it polls the parent's shutdown event as the
+    worker itself does (a task, returned so it can be cancelled). In a single-process server
+    (``-w 0``, an embedding ``serve()``) it chains a handler in front of the Python-level
+    handlers of SIGTERM and SIGINT: the event loop still hears of the signal through its
+    wakeup fd and runs the server's own handler. Signals left at their default (the process
+    dies anyway) or ignored are not touched.
+    """
+    loop = asyncio.get_running_loop()
+    fired = False
+
+    def fire() -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            callback()
+
+    event = _hypercorn_shutdown_event()
+    if event is not None:
+        async def poll() -> None:
+            while not event.is_set():
+                await asyncio.sleep(SHUTDOWN_POLL)
+            fire()
+
+        return loop.create_task(poll(), name="quart_chat shutdown watch")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if previous in (signal.SIG_DFL, signal.SIG_IGN, None):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(fire)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+    return None
+
+
 def pass_sigterm_to_supervisor() -> bool:
     """In a Hypercorn worker process, make SIGTERM mean "shut down gracefully".
 
@@ -88,12 +145,10 @@ def pass_sigterm_to_supervisor() -> bool:
     when something else already handles SIGTERM, or when Hypercorn's event is not found.
     """
     parent = multiprocessing.parent_process()
-    # Hypercorn hands the event to its worker as a keyword argument of the Process.
-    kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
-    shutdown = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
+    shutdown = _hypercorn_shutdown_event()
     if parent is None or parent.pid is None or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return False
-    if not callable(getattr(shutdown, "is_set", None)):
+    if shutdown is None:
         log.warning("SIGTERM hand-over off: no shutdown_event in this worker's Process._kwargs "
                     "(Hypercorn changed?); a SIGTERM to the worker alone stops it without close 1001")
         return False
@@ -101,7 +156,7 @@ def pass_sigterm_to_supervisor() -> bool:
     supervisor = parent.pid
 
     def hand_over() -> None:
-        if shutdown is None or shutdown.is_set():
+        if shutdown.is_set():
             return  # the parent got it too and is stopping us
         if os.getppid() == supervisor:
             os.kill(supervisor, signal.SIGTERM)

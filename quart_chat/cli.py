@@ -7,6 +7,9 @@
     quart-chat token --name Alice --rooms 'general,team-*' --ttl 1h
                                a signed token (CHAT_JWT_SECRET, or --private-key FILE) and the
                                page URL that carries it (/#token=...)
+    quart-chat check           can an instance serve with these settings? one line per part;
+                               exit 0 if so, 78 for a setting that cannot be used, 69 when
+                               Redis does not answer (for ExecStartPre= and CI)
     quart-chat bench ...       the load tool (see ``quart-chat bench --help``)
 """
 
@@ -28,10 +31,11 @@ from urllib.parse import urlsplit
 
 import redis
 
-from . import auth
+from . import auth, check
 from .app import redact
 from .config import Settings, SettingsError, parse_list
 from .embedded import data_dir, start_redis, stop_group
+from .entry import EX_CONFIG, configuration_error
 from .proxy import (
     TEMPLATE,
     error_tail,
@@ -157,7 +161,9 @@ def token(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     """Start Redis if needed, one instance per port and, when nginx is installed, nginx on
     ``--proxy-port`` in front of them all; stop everything on Ctrl+C."""
-    url = Settings.from_env().redis_url
+    # Every setting the instances will read, checked before anything starts (the demo's own
+    # CHAT_AUTH aside: open unless --auth, checked below).
+    url = Settings.from_env({**os.environ, "CHAT_AUTH": "open"}).redis_url
     nginx = find_nginx() if args.proxy_port else None
     if nginx and not TEMPLATE.exists():
         print(f"({TEMPLATE} is not there (an installed copy, not a checkout): running without nginx.)")
@@ -211,11 +217,7 @@ def demo(args: argparse.Namespace) -> int:
     if args.auth:
         secret = os.environ.get("CHAT_JWT_SECRET", "").strip() or secrets.token_urlsafe(32)
         env_extra.update(CHAT_AUTH="token", CHAT_JWT_SECRET=secret, CHAT_JWT_PUBLIC_KEY="")
-        try:
-            Settings.from_env({**os.environ, **env_extra})
-        except SettingsError as err:
-            print(f"token mode cannot start: {err}", file=sys.stderr)
-            return 1
+        Settings.from_env({**os.environ, **env_extra})  # a SettingsError ends it with 78 (main)
     if nginx:
         # nginx connects to the instances from this address: they believe its X-Forwarded-*
         # headers (client address, Origin check), and nobody else's.
@@ -333,11 +335,19 @@ def main(argv: list[str] | None = None) -> int:
                                                           "the HS256 secret in CHAT_JWT_SECRET")
     t.add_argument("--audience", help="aud claim (default: the first of $CHAT_JWT_AUDIENCE, if set)")
     t.add_argument("--issuer", help="iss claim (default: $CHAT_JWT_ISSUER, if set)")
+    sub.add_parser("check", help="check the settings and reach Redis as an instance would; exit 0 if it could serve",
+                   description=check.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_parser("bench", help="the load tool; see quart-chat bench --help")
     args = parser.parse_args(argv)
     if args.command == "token":
         return token(args)
-    return demo(args)
+    if args.command == "check":
+        return check.check()
+    try:
+        return demo(args)
+    except SettingsError as err:
+        print(configuration_error(err), file=sys.stderr)
+        return EX_CONFIG
 
 
 if __name__ == "__main__":

@@ -58,6 +58,40 @@ def parse_networks(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+
+
+def check_redis_url(raw: str) -> str:
+    """``REDIS_URL`` as given, once its form is one an instance can use (SettingsError if not).
+
+    The error never repeats the URL: it may hold the Redis password.
+    """
+    from urllib.parse import urlsplit
+
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme.lower() not in REDIS_SCHEMES:
+        shown = f"scheme {scheme.lower()!r}" if sep and scheme.isascii() and len(scheme) <= 20 else "no scheme"
+        raise SettingsError(f"REDIS_URL has {shown}; it must start with "
+                            + ", ".join(f"{s}://" for s in REDIS_SCHEMES) + " (e.g. redis://localhost:6379/0)")
+    try:
+        parts = urlsplit(raw)
+        if scheme.lower() in ("redis", "rediss"):
+            parts.port  # noqa: B018 -- raises on a port that is not a number
+            if not parts.hostname:
+                raise ValueError("no host")
+            db = parts.path.strip("/")
+            if db and not db.isdigit():
+                raise ValueError("the path must be /DB, a database number")
+        elif scheme.lower() == "unix" and not parts.path:
+            raise ValueError("no socket path")
+    except ValueError as err:
+        # urlsplit's own messages may quote the URL; say what is wrong in our words only.
+        detail = str(err) if str(err) in ("no host", "no socket path", "the path must be /DB, a database number") \
+            else "its port must be a number"
+        raise SettingsError(f"REDIS_URL is not a usable {scheme.lower()}:// URL: {detail}") from None
+    return raw
+
+
 def parse_list(raw: str) -> tuple[str, ...]:
     """A comma-separated setting (e.g. ``CHAT_JWT_AUDIENCE``) as a tuple of its non-empty items."""
     return tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
@@ -125,7 +159,7 @@ class Settings:
         rate_count, rate_seconds = parse_rate(env.get("CHAT_RATE", "").strip() or "20/10")
         defaults = cls()
         settings = cls(
-            redis_url=env.get("REDIS_URL", "").strip() or defaults.redis_url,
+            redis_url=check_redis_url(env.get("REDIS_URL", "").strip() or defaults.redis_url),
             instance=env.get("CHAT_INSTANCE", "").strip() or defaults.instance,
             history_maxlen=_int(env, "CHAT_HISTORY_MAXLEN", 1000),
             history_on_join=_int(env, "CHAT_HISTORY_ON_JOIN", 50, minimum=0),

@@ -6,6 +6,10 @@ can still choose the loop: when Hypercorn is the one importing us, nothing set a
 its own, no loop runs yet and uvloop is installed (it comes with ``hypercorn[uvloop]``), the
 default policy becomes uvloop's. ``CHAT_UVLOOP=0`` keeps the standard loop. Tests and
 scripts that merely import the package (no Hypercorn) are left alone.
+
+asyncio's event-loop policy API is deprecated from Python 3.14, so there nothing is done:
+``hypercorn -k uvloop`` (``worker_class = "uvloop"`` in hypercorn.toml) is the way that keeps
+working, since Hypercorn then hands uvloop to ``asyncio.Runner`` as its loop factory.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ def prefer_uvloop(environ: dict[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     if env.get("CHAT_UVLOOP", "").strip().lower() in OFF or not _run_by_hypercorn():
         return False
+    if sys.version_info >= (3, 14):
+        return False  # the policy API is deprecated: -k uvloop chooses it (see above)
     try:
         asyncio.get_running_loop()
         return False  # too late: a loop already runs (an embedding server made it)

@@ -32,6 +32,9 @@ class Receiver(Protocol):
     def backlog(self) -> int:
         """Frames queued for the client and not yet handed to its socket."""
 
+    def abort(self, code: int) -> None:
+        """Close the connection with ``code`` (its own task does the closing)."""
+
 
 class Room:
     """The local members of one room and where delivery stands for each of them."""

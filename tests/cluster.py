@@ -173,7 +173,7 @@ class ChatInstance(Process):
         self.extra_env = dict(env or {})
         self.config = config
         self.nofile = nofile
-        self.workers = 1  # Hypercorn worker processes (-w)
+        self.workers = 1  # Hypercorn worker processes (-w; 0: served in Hypercorn's own process)
 
     @property
     def http_url(self) -> str:
@@ -189,7 +189,7 @@ class ChatInstance(Process):
         if self.config:
             argv += ["-c", str(ROOT / "hypercorn.toml")]
         argv += ["quart_chat:app", "-b", f"{HOST}:{self.port}"]
-        if self.workers > 1:
+        if self.workers != 1:
             argv += ["-w", str(self.workers)]
         self._spawn(argv, env=env, cwd=ROOT, nofile=self.nofile)
         if wait:

@@ -55,3 +55,18 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
 def room() -> str:
     """A room name no other test uses."""
     return f"r{os.getpid()}_{next(_rooms)}"
+
+
+@pytest.fixture
+async def app_on_redis(tmp_path):
+    """A quart_chat app (fast path on) served by Quart's test client, on a real redis-server."""
+    from quart_chat.app import create_app
+    from quart_chat.config import Settings
+
+    proc = RedisProcess(tmp_path).start()
+    app = create_app(Settings(redis_url=proc.url, instance="in-process", fast_path=True))
+    try:
+        async with app.test_app() as test_app:
+            yield test_app
+    finally:
+        proc.stop()

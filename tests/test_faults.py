@@ -407,89 +407,6 @@ async def test_instance_sigkilled_mid_traffic(make_cluster, room):
         await rd.stop()
 
 
-# ---------------------------------------------------------------- 3. SIGTERM
-def sigterm_worker_only(inst) -> None:
-    """SIGTERM Hypercorn's worker process alone (as `kill <pid>` of the worker would)."""
-    import psutil
-
-    [worker] = [p for p in psutil.Process(inst.proc.pid).children()
-                if "spawn_main" in " ".join(p.cmdline())]
-    os.kill(worker.pid, signal.SIGTERM)
-    code = inst.proc.wait(15)
-    inst.stop()  # reaps what is left of the group
-    return code
-
-
-class KeepAlive:
-    """An idle HTTP/1.1 keep-alive connection: Hypercorn closes it the moment its shutdown begins.
-
-    (The listening socket says nothing: Hypercorn's parent holds it open, so the kernel
-    goes on completing handshakes that nobody accepts.)
-    """
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            buf += self.sock.recv(4096)
-        head, _, body = buf.partition(b"\r\n\r\n")
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:")))
-        while len(body) < length:
-            body += self.sock.recv(4096)
-        assert head.startswith(b"HTTP/1.1 200") and len(body) == length, head
-
-    def wait_closed(self, timeout: float) -> None:
-        """Return once the server has closed the connection (EOF); raise after ``timeout``."""
-        self.sock.settimeout(timeout)
-        try:
-            assert self.sock.recv(1) == b"", "unexpected data on an idle keep-alive connection"
-        except ConnectionResetError:
-            pass
-        finally:
-            self.sock.close()
-
-
-# "group": SIGTERM to the whole process group, as the harness and systemd's default
-# KillMode=control-group do; the worker used to die at once on it. "uvloop": the same with
-# hypercorn.toml (uvloop worker). "worker": SIGTERM to the worker process alone.
-@pytest.mark.parametrize("how", ["group", "uvloop", "worker"])
-async def test_sigterm_closes_websockets_with_1001_and_exits(make_cluster, room, how):
-    c = make_cluster(2, config=(how == "uvloop"))
-    loop = asyncio.get_running_loop()
-    watcher = await ChatClient.connect(c[0].ws_url)
-    await watcher.join(room, "Watcher")
-    leaving = [await ChatClient.connect(c[1].ws_url) for _ in range(3)]
-    for k, cl in enumerate(leaving):
-        await cl.join(room, f"Leaving{k}")
-    readers = [Reader(cl) for cl in leaving]
-    watch = Reader(watcher)
-    idle = await asyncio.to_thread(KeepAlive, c[1].port)
-    t0 = loop.time()
-    stop = (lambda: sigterm_worker_only(c[1])) if how == "worker" else (lambda: c[1].stop(15))
-    stopping = asyncio.create_task(asyncio.to_thread(stop))
-    # Until the graceful timeout cancels them, open connections are still served: once the
-    # shutdown has begun (Hypercorn closed the idle keep-alive connection), a message still
-    # reaches them.
-    await asyncio.to_thread(idle.wait_closed, 3)
-    await watcher.say(room, "during shutdown")
-    for rd in readers:
-        await asyncio.wait_for(rd.closed.wait(), 3 + 3)
-        assert rd.close_code == 1001
-        assert rd.texts() == ["during shutdown"]
-    code = await stopping
-    took = loop.time() - t0
-    assert code == 0, c[1].tail()
-    assert took < 3 + 3, f"the instance took {took:.1f} s to exit"
-    # A clean stop removes its members at once, without waiting for the janitor.
-    await watch.wait(lambda: {e["user"] for e in watch.events if e["type"] == "user_left"}
-                     >= {"Leaving0", "Leaving1", "Leaving2"}, 5, "user_left for every leaving client")
-    fresh = await ChatClient.connect(c[0].ws_url)
-    assert (await fresh.join(room, "Fresh"))["members"] == ["Fresh", "Watcher"]
-    await watch.stop()
-
-
 # ---------------------------------------------------------------- 4. a client that stops reading
 class RawWebSocket:
     """A WebSocket client over a bare socket: handshake by hand, then it reads only when told.
@@ -705,14 +622,3 @@ async def test_client_that_stops_reading_is_dropped_others_unharmed(make_cluster
     assert await asyncio.to_thread(c[0].health_status) == 200
     for cl in (flooder, normal, fresh):
         await cl.close()
-
-
-def test_sigterm_to_the_group_never_hangs(make_cluster):
-    """Each instance of a group-SIGTERM exits at once when idle (the worker once passed the
-    signal on to its parent while the parent was still in its own handler: a deadlock in
-    about one stop out of six)."""
-    c = make_cluster(8)
-    for inst in c.instances:
-        t0 = time.monotonic()
-        assert inst.stop(8) == 0, inst.tail()
-        assert time.monotonic() - t0 < 2

@@ -270,23 +270,6 @@ async def test_a_connection_no_longer_open_still_gets_the_direct_outbox_and_writ
 
 
 # ---------------------------------------------------------------- the app, in process
-@pytest.fixture
-async def app_on_redis(tmp_path):
-    """A quart_chat app (fast path on) served by Quart's test client, on a real redis-server."""
-    from quart_chat.app import create_app
-    from quart_chat.config import Settings
-
-    from cluster import RedisProcess
-
-    proc = RedisProcess(tmp_path).start()
-    app = create_app(Settings(redis_url=proc.url, instance="in-process", fast_path=True))
-    try:
-        async with app.test_app() as test_app:
-            yield test_app
-    finally:
-        proc.stop()
-
-
 async def health(test_app) -> dict:
     response = await test_app.test_client().get("/healthz")
     return await response.get_json()

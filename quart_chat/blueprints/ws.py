@@ -13,7 +13,7 @@ import time
 from quart import Blueprint, Response, websocket
 
 from ..app import Chat, get_chat
-from ..asgi import RAW_SEND
+from ..asgi import CLOSE_GOING_AWAY, RAW_SEND
 from ..auth import Identity, TokenRefused, bearer, query_token
 from ..fdlimit import refuse_handshake
 from ..forwarded import client_address, is_loopback, origin_allowed, request_origin
@@ -29,7 +29,11 @@ CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_TIMEOUT = 1.0
 CLOSE_REASONS = {CLOSE_TOO_BIG: "frame over CHAT_MAX_FRAME", CLOSE_TOO_SLOW: "client too slow: send queue full",
-                 CLOSE_INTERNAL: "internal error", CLOSE_POLICY: "token expired"}
+                 CLOSE_INTERNAL: "internal error", CLOSE_POLICY: "token expired",
+                 CLOSE_GOING_AWAY: "server shutting down"}
+# Closes that may not complete their closing handshake: the socket is reset after CLOSE_TIMEOUT.
+# (1013: a client that stopped reading; 1001: a stopping server must not wait on any client.)
+CLOSE_THEN_RESET = frozenset((CLOSE_TOO_SLOW, CLOSE_GOING_AWAY))
 
 
 def _frame_too_big(data: str | bytes, limit: int) -> bool:
@@ -46,8 +50,11 @@ def _frame_too_big(data: str | bytes, limit: int) -> bool:
 # Kept out of the view: the view's frame lives as long as the connection, so every local
 # it needs only here would cost each idle connection a slot.
 def _admit(chat: Chat) -> tuple[str, Response | None]:
-    """The client's address, and the refusal to answer instead of upgrading, if any: 503 near
-    the open-file limit (fdlimit.py), 403 for a foreign Origin, 429 past CHAT_MAX_CONNECTIONS_PER_IP."""
+    """The client's address, and the refusal to answer instead of upgrading, if any: 503 when
+    stopping or near the open-file limit (fdlimit.py), 403 for a foreign Origin, 429 past
+    CHAT_MAX_CONNECTIONS_PER_IP."""
+    if chat.stopping:
+        return "?", Response("server shutting down", status=503, content_type="text/plain")
     at_fd_limit = refuse_handshake(len(chat.hub.receivers))
     if at_fd_limit is not None:
         return "?", at_fd_limit
@@ -77,6 +84,8 @@ def _admit(chat: Chat) -> tuple[str, Response | None]:
 def _closing(chat: Chat, address: str, code: int) -> None:
     """Count and log a connection the server closes (1009, 1011, 1013...)."""
     chat.hub.stats.closes[code] += 1
+    if code == CLOSE_GOING_AWAY:
+        return  # every connection at once: `Chat.going_away` logs one line for all of them
     reason = CLOSE_REASONS.get(code, "closed by the server")
     log.warning("closed a WebSocket from %s with %d (%s)", address, code, reason,
                 extra={"close_code": code, "reason": reason, "client": address})
@@ -165,6 +174,6 @@ async def ws() -> Response | None:
                 await asyncio.wait_for(websocket.close(session.close_code), CLOSE_TIMEOUT)
             except (TimeoutError, Exception):
                 pass
-            if session.close_code == CLOSE_TOO_SLOW:
-                outbox.abort(CLOSE_TIMEOUT)  # it may never read its close frame: free the socket
+            if session.close_code in CLOSE_THEN_RESET:
+                outbox.abort(CLOSE_TIMEOUT)  # it may never answer its close frame: free the socket
     return None

@@ -1,0 +1,69 @@
+"""``quart-chat check``: could an instance serve with these settings? One line per part.
+
+Reads the settings as an instance would (the same environment, the same parser), then
+reaches what they name: Redis (through the sentinels when ``REDIS_URL`` is
+``redis+sentinel://``). Exit status 0 only when an instance could serve; `EX_CONFIG` (78)
+for a setting that cannot be used, `EX_UNAVAILABLE` (69) for a part that does not answer.
+Fit for ``ExecStartPre=`` in a systemd unit and for CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+
+from redis.exceptions import RedisError
+
+from .config import Settings, SettingsError
+from .entry import EX_CONFIG, configuration_error
+
+EX_UNAVAILABLE = 69
+TIMEOUT = 5.0
+
+
+async def _ping_redis(settings: Settings) -> str:
+    """What the Redis that the settings name says of itself; raises when it does not answer."""
+    from .app import redact
+    from .store import make_client
+
+    client = make_client(settings.redis_url, socket_timeout=2.0)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await client.ping()
+            info = await client.info("server")
+            primary = ""
+            if settings.redis_url.startswith("redis+sentinel://"):
+                role = await client.execute_command("ROLE")
+                primary = f", primary found through the sentinels ({role[0]})"
+        return f"Redis {info.get('redis_version', '?')} at {redact(settings.redis_url)}{primary}"
+    finally:
+        await client.aclose()
+
+
+def check(env: Mapping[str, str] | None = None, say: Callable[[str], object] = print) -> int:
+    """Check the settings in ``env`` (default ``os.environ``) and what they reach; the exit status."""
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as err:
+        say(f"settings: FAILED: {configuration_error(err)}")
+        return EX_CONFIG
+    say(f"settings: ok (instance {settings.instance}, auth {settings.auth})")
+    if settings.auth == "token":
+        from .auth import make_verifier
+
+        try:
+            verifier = make_verifier(settings)
+        except SettingsError as err:
+            say(f"token key: FAILED: {configuration_error(err)}")
+            return EX_CONFIG
+        say(f"token key: ok ({verifier.describe() if verifier else '?'})")
+    try:
+        say(f"redis: ok ({asyncio.run(_ping_redis(settings))})")
+    except (RedisError, OSError, TimeoutError) as err:
+        from .app import redact
+
+        detail = str(err) or type(err).__name__
+        say(f"redis: FAILED: no answer from {redact(settings.redis_url)} ({detail})")
+        return EX_UNAVAILABLE
+    say("ready: an instance with these settings could serve")
+    return 0
