@@ -49,6 +49,18 @@ def scrape(inst: ChatInstance) -> dict[str, float]:
     return out
 
 
+def our_deprecations_are_errors() -> str:
+    """A PYTHONWARNINGS value that makes a DeprecationWarning raised from any quart_chat module
+    an error in the instances the tests start (as pyproject's filterwarnings does in-process;
+    the variable names modules exactly, so each is listed)."""
+    import pkgutil
+
+    import quart_chat
+
+    names = ["quart_chat", *(m.name for m in pkgutil.walk_packages(quart_chat.__path__, "quart_chat."))]
+    return ",".join(f"error::DeprecationWarning:{name}" for name in names)
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:
@@ -184,7 +196,8 @@ class ChatInstance(Process):
         return f"ws://{HOST}:{self.port}/ws"
 
     def start(self, wait: bool = True) -> ChatInstance:
-        env = {**os.environ, "REDIS_URL": self.redis_url, "CHAT_INSTANCE": self.name, **self.extra_env}
+        env = {**os.environ, "REDIS_URL": self.redis_url, "CHAT_INSTANCE": self.name,
+               "PYTHONWARNINGS": our_deprecations_are_errors(), **self.extra_env}
         argv = [sys.executable, "-m", "hypercorn"]
         if self.config:
             argv += ["-c", str(ROOT / "hypercorn.toml")]

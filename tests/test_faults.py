@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from client import ChatClient, id_key
 from cluster import RedisProcess
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.per_version]
 
 
 # ---------------------------------------------------------------- helpers

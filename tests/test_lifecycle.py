@@ -17,7 +17,7 @@ import pytest
 
 from client import ChatClient
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.per_version]
 
 CLIENTS = 100
 # What a stop may take: Hypercorn's graceful timeout (3 s in hypercorn.toml, during which a

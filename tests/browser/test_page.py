@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
 
 # ------------------------------------------------------------------ 1. three users, three instances
 
+@pytest.mark.per_version  # the browser smoke test
 async def test_three_users_on_three_instances(cluster, room, browser):
     names = ["Alice", "Bob", "Charlie"]
     pages = []
