@@ -15,10 +15,10 @@ from typing import Any
 from quart.asgi import ASGIWebsocketConnection
 
 from . import wire
+from .codes import CloseCode
 
 log = logging.getLogger("quart_chat.asgi")
 
-CLOSE_GOING_AWAY = 1001
 # Seconds a worker given SIGTERM waits for its Hypercorn parent to start the shutdown.
 SIGTERM_HANDOVER = 1.0
 # Seconds between two looks at a Hypercorn parent's shutdown event (Hypercorn's own worker too).
@@ -50,7 +50,7 @@ class GoingAway:
             if tracking_send.open:
                 tracking_send.open = False
                 try:
-                    await asyncio.wait_for(send({"type": "websocket.close", "code": CLOSE_GOING_AWAY}), 1.0)
+                    await asyncio.wait_for(send({"type": "websocket.close", "code": CloseCode.GOING_AWAY}), 1.0)
                 except Exception:  # the transport may already be gone; nothing more to do
                     pass
             raise

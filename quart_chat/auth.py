@@ -19,7 +19,6 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,18 +26,14 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .config import Settings, SettingsError
+from .config import Settings, SettingsError, check_token_key
 from .protocol import ProtocolError, validate_user
 
-# RFC 7518 section 3.2: an HS256 key of at least the hash's size. Shorter secrets can be
-# guessed offline from any one token.
-MIN_SECRET_BYTES = 32
 # `rooms` claim bounds: a token is not a database (and rides in a URL).
 MAX_PATTERNS = 256
 MAX_PATTERN_LEN = 128
 MAX_SUB = 256
 MAX_TOKEN = 8192  # characters; a URL or header longer than this is no token of ours
-PEM_MARK = "-----BEGIN"
 
 
 class TokenRefused(Exception):
@@ -169,40 +164,16 @@ class Verifier:
         return f"token ({'/'.join(self.algorithms)}{extra})"
 
 
-def read_public_key(value: str) -> str:
-    """``CHAT_JWT_PUBLIC_KEY``: the PEM text itself (its line breaks may be written ``\\n``, as
-    one-line environment files need), or else the path of a file that holds it."""
-    value = value.strip()
-    if not value:
-        return ""
-    if PEM_MARK not in value:
-        try:
-            value = Path(value).expanduser().read_text().strip()
-        except (OSError, UnicodeDecodeError) as err:
-            raise SettingsError(f"CHAT_JWT_PUBLIC_KEY is neither PEM text nor a readable file: {err}") from None
-    if "\n" not in value and "\\n" in value:
-        value = value.replace("\\n", "\n")
-    return value
-
-
 def load_key(settings: Settings) -> tuple[Any, tuple[str, ...]]:
     """The verification key and its algorithms, from the settings alone (SettingsError if unusable).
 
     HS256 with ``jwt_secret``; RS256 with an RSA public key, ES256 with a P-256 one.
     """
-    secret, pem = settings.jwt_secret, settings.jwt_public_key
-    if secret and pem:
-        raise SettingsError("set one of CHAT_JWT_SECRET (HS256) and CHAT_JWT_PUBLIC_KEY (RS256, ES256), not both")
-    if secret:
-        if len(secret.encode()) < MIN_SECRET_BYTES:
-            raise SettingsError(f"CHAT_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes for HS256 "
-                                "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
-        return secret.encode(), ("HS256",)
-    if not pem:
-        raise SettingsError("CHAT_AUTH=token needs CHAT_JWT_SECRET (HS256) or CHAT_JWT_PUBLIC_KEY "
-                            "(an RS256 or ES256 public key, PEM text or a file)")
+    check_token_key(settings)
+    if settings.jwt_secret:
+        return settings.jwt_secret.encode(), ("HS256",)
     try:
-        key = load_pem_public_key(pem.encode())
+        key = load_pem_public_key(settings.jwt_public_key.encode())
     except (ValueError, TypeError) as err:
         raise SettingsError(f"CHAT_JWT_PUBLIC_KEY is not a PEM public key ({err})") from None
     if isinstance(key, rsa.RSAPublicKey):

@@ -23,7 +23,7 @@ TIMEOUT = 5.0
 
 async def _ping_redis(settings: Settings) -> str:
     """What the Redis that the settings name says of itself; raises when it does not answer."""
-    from .app import redact
+    from .logs import redact
     from .store import make_client
 
     client = make_client(settings.redis_url, socket_timeout=2.0)
@@ -60,7 +60,7 @@ def check(env: Mapping[str, str] | None = None, say: Callable[[str], object] = p
     try:
         say(f"redis: ok ({asyncio.run(_ping_redis(settings))})")
     except (RedisError, OSError, TimeoutError) as err:
-        from .app import redact
+        from .logs import redact
 
         detail = str(err) or type(err).__name__
         say(f"redis: FAILED: no answer from {redact(settings.redis_url)} ({detail})")

@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 import redis
 
 from . import auth, check
-from .app import redact
-from .config import Settings, SettingsError, parse_list
+from .config import MIN_SECRET_BYTES, Settings, SettingsError, parse_list
 from .embedded import data_dir, start_redis, stop_group
 from .entry import EX_CONFIG, configuration_error
+from .logs import redact
 from .proxy import (
     TEMPLATE,
     error_tail,
@@ -144,8 +144,8 @@ def token(args: argparse.Namespace) -> int:
             print("Set CHAT_JWT_SECRET to the instances' secret (HS256), or pass --private-key FILE "
                   "(RS256 or ES256, the key whose public half is CHAT_JWT_PUBLIC_KEY).", file=sys.stderr)
             return 1
-        if len(secret.encode()) < auth.MIN_SECRET_BYTES:
-            print(f"CHAT_JWT_SECRET is shorter than {auth.MIN_SECRET_BYTES} bytes: the instances refuse it.",
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            print(f"CHAT_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes: the instances refuse it.",
                   file=sys.stderr)
             return 1
         key, algorithm = secret.encode(), "HS256"

@@ -7,8 +7,14 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# RFC 7518 section 3.2: an HS256 key of at least the hash's size. Shorter secrets can be
+# guessed offline from any one token.
+MIN_SECRET_BYTES = 32
+PEM_MARK = "-----BEGIN"
 
 
 class SettingsError(ValueError):
@@ -185,25 +191,34 @@ class Settings:
             jwt_issuer=env.get("CHAT_JWT_ISSUER", "").strip(),
         )
         if settings.auth == "token":
-            settings.jwt_algorithms  # noqa: B018 -- token mode without a usable key stops here
+            check_token_key(settings)
         return settings
-
-    @property
-    def jwt_algorithms(self) -> tuple[str, ...]:
-        """The algorithms tokens may use, fixed by the key configured (never by a token):
-        HS256 with a secret, RS256 or ES256 after the public key's type. SettingsError when
-        there is no usable key; () in open mode."""
-        if self.auth != "token":
-            return ()
-        from .auth import load_key  # PyJWT and cryptography only where tokens are used
-
-        return load_key(self)[1]
 
 
 def _public_key(env: Mapping[str, str]) -> str:
     """``CHAT_JWT_PUBLIC_KEY`` as PEM text (read from the file it names, if it is a path)."""
-    if (env.get("CHAT_AUTH", "").strip().lower() or "open") != "token":
-        return env.get("CHAT_JWT_PUBLIC_KEY", "").strip()
-    from .auth import read_public_key
+    value = env.get("CHAT_JWT_PUBLIC_KEY", "").strip()
+    if not value or (env.get("CHAT_AUTH", "").strip().lower() or "open") != "token":
+        return value
+    if PEM_MARK not in value:
+        try:
+            value = Path(value).expanduser().read_text().strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise SettingsError(f"CHAT_JWT_PUBLIC_KEY is neither PEM text nor a readable file: {err}") from None
+    if "\n" not in value and "\\n" in value:
+        value = value.replace("\\n", "\n")  # PEM written on one line, as one-line env files need
+    return value
 
-    return read_public_key(env.get("CHAT_JWT_PUBLIC_KEY", ""))
+
+def check_token_key(settings: Settings) -> None:
+    """Token mode has exactly one key, and a secret is long enough (SettingsError if not).
+    Parsing a public key is `auth.load_key`'s, done once when the app is built."""
+    secret, pem = settings.jwt_secret, settings.jwt_public_key
+    if secret and pem:
+        raise SettingsError("set one of CHAT_JWT_SECRET (HS256) and CHAT_JWT_PUBLIC_KEY (RS256, ES256), not both")
+    if secret and len(secret.encode()) < MIN_SECRET_BYTES:
+        raise SettingsError(f"CHAT_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes for HS256 "
+                            "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    if not secret and not pem:
+        raise SettingsError("CHAT_AUTH=token needs CHAT_JWT_SECRET (HS256) or CHAT_JWT_PUBLIC_KEY "
+                            "(an RS256 or ES256 public key, PEM text or a file)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .codes import ErrorCode
 from .protocol import ProtocolError, StreamId, parse_stream_id, validate_room
 
 MAX_PAGE = 500
@@ -28,7 +29,7 @@ def _limit(args: Mapping[str, str], default: int, most: int) -> int:
     if raw is None:
         return default
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
-        raise ProtocolError("bad_request", f"limit must be a whole number from 1 to {most}")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"limit must be a whole number from 1 to {most}")
     return int(raw)
 
 
@@ -46,5 +47,5 @@ def parse_page_args(args: Mapping[str, str]) -> tuple[int, StreamId | None]:
     if raw_before is not None:
         before = parse_stream_id(raw_before)
         if before is None:
-            raise ProtocolError("bad_request", "before must be a message id such as '1764085000000-0'")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "before must be a message id such as '1764085000000-0'")
     return limit, before

@@ -8,6 +8,7 @@ here ever logs a message text, a token or a password: callers pass only such fie
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,3 +49,21 @@ def configure(log_format: str) -> None:
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+
+def redact(url: str) -> str:
+    """A Redis URL with its password hidden, fit for logs: in the userinfo (which may hold
+    any character, '/' and '@' included) and in a ``password=`` query parameter."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***"
+    # The query starts at the first "?name=" (a password may hold '?', '@' and '/').
+    m = re.search(r"\?[A-Za-z_]+=", rest)
+    rest, query = (rest[:m.start()], rest[m.start() + 1:]) if m else (rest, None)
+    at = rest.rfind("@")
+    if at != -1:
+        user, colon, _password = rest[:at].partition(":")
+        rest = f"{user}{':***' if colon else ''}@{rest[at + 1:]}"
+    if query is not None:
+        rest += "?" + "&".join("password=***" if p.lower().startswith("password=") else p for p in query.split("&"))
+    return f"{scheme}://{rest}"

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from .codes import ErrorCode
+
 ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 MAX_USER = 32
@@ -105,35 +107,36 @@ def _has_control(s: str, allowed: str = "") -> bool:
 def validate_room(value: Any) -> str:
     """Return the room name, or raise ``invalid_room`` / ``bad_request``."""
     if not isinstance(value, str):
-        raise ProtocolError("bad_request", "room must be a string")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "room must be a string")
     if not ROOM_RE.fullmatch(value):
-        raise ProtocolError("invalid_room", "room names are 1-64 characters of A-Z a-z 0-9 _ -")
+        raise ProtocolError(ErrorCode.INVALID_ROOM, "room names are 1-64 characters of A-Z a-z 0-9 _ -")
     return value
 
 
 def validate_user(value: Any) -> str:
     """Return the trimmed user name, or raise ``invalid_user`` / ``bad_request``."""
     if not isinstance(value, str):
-        raise ProtocolError("bad_request", "user must be a string")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "user must be a string")
     name = value.strip(WHITE_SPACE)
     if not 1 <= len(name) <= MAX_USER:
-        raise ProtocolError("invalid_user", f"user names are 1-{MAX_USER} characters")
+        raise ProtocolError(ErrorCode.INVALID_USER, f"user names are 1-{MAX_USER} characters")
     if _has_control(name):
-        raise ProtocolError("invalid_user", "user names may not contain control characters")
+        raise ProtocolError(ErrorCode.INVALID_USER, "user names may not contain control characters")
     return name
 
 
 def validate_text(value: Any, max_text: int) -> str:
     """Return the trimmed text, or raise ``invalid_text`` / ``bad_request``."""
     if not isinstance(value, str):
-        raise ProtocolError("bad_request", "text must be a string")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "text must be a string")
     text = value.strip(WHITE_SPACE)
     if not text:
-        raise ProtocolError("invalid_text", "text is empty")
+        raise ProtocolError(ErrorCode.INVALID_TEXT, "text is empty")
     if len(text) > max_text:
-        raise ProtocolError("invalid_text", f"text is longer than {max_text} characters")
+        raise ProtocolError(ErrorCode.INVALID_TEXT, f"text is longer than {max_text} characters")
     if _has_control(text, "\n\t"):
-        raise ProtocolError("invalid_text", "text may not contain control characters other than newline and tab")
+        raise ProtocolError(ErrorCode.INVALID_TEXT,
+                            "text may not contain control characters other than newline and tab")
     return text
 
 
@@ -144,23 +147,23 @@ def decode_json(raw: str | bytes) -> Any:
         return orjson.loads(raw)
     except (ValueError, RecursionError):
         # orjson caps nesting itself; RecursionError is kept for safety against other decoders.
-        raise ProtocolError("bad_json", "frame is not valid JSON") from None
+        raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
 
 
 def parse_frame(raw: str | bytes, max_text: int) -> Command:
     """Parse and validate one client frame; raise `ProtocolError` for anything invalid."""
     if isinstance(raw, bytes):
-        raise ProtocolError("bad_request", "binary frames are not accepted: send JSON as text")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not accepted: send JSON as text")
     obj = decode_json(raw)
     if not isinstance(obj, dict):
-        raise ProtocolError("bad_request", "a frame must be a JSON object")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a frame must be a JSON object")
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise ProtocolError("bad_request", "a frame needs a string field 'type'")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a frame needs a string field 'type'")
     try:
         return _PARSERS[kind](obj, max_text)
     except KeyError:
-        raise ProtocolError("unknown_type", f"unknown frame type {kind[:64]!r}", kind) from None
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind[:64]!r}", kind) from None
     except ProtocolError as err:
         if err.ref is None:
             err.ref = _ref_of(obj, kind)
@@ -176,7 +179,7 @@ def _ref_of(obj: dict[str, Any], kind: str) -> str:
 
 def _required(obj: dict[str, Any], name: str) -> Any:
     if name not in obj:
-        raise ProtocolError("bad_request", f"missing field '{name}'")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"missing field '{name}'")
     return obj[name]
 
 
@@ -187,7 +190,7 @@ def _parse_join(obj: dict[str, Any], _max_text: int) -> Join:
     since = obj.get("since")
     if since is not None:
         if not isinstance(since, str) or (parsed := parse_stream_id(since)) is None:
-            raise ProtocolError("bad_request", "since must be a stream id such as '1764085000000-0'")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "since must be a stream id such as '1764085000000-0'")
         since = parsed
     return Join(room, user, since)
 
@@ -199,7 +202,7 @@ def _parse_leave(obj: dict[str, Any], _max_text: int) -> Leave:
 def _parse_message(obj: dict[str, Any], max_text: int) -> Message:
     client_id = obj.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID):
-        raise ProtocolError("bad_request", f"client_id must be a string of at most {MAX_CLIENT_ID} characters")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"client_id must be a string of at most {MAX_CLIENT_ID} characters")
     room = validate_room(_required(obj, "room"))
     text = validate_text(_required(obj, "text"), max_text)
     return Message(room, text, client_id)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from redis.exceptions import RedisError
 
 from .broker import Broker, JoinResult, LimitExceeded, Unavailable
+from .codes import CloseCode, ErrorCode
 from .config import Settings
 from .metrics import now
 from .protocol import (
@@ -36,7 +37,6 @@ from .rooms import Hub
 if TYPE_CHECKING:
     from .auth import Identity
 
-CLOSE_TOO_SLOW = 1013
 # Joins cost Redis round trips and may create rooms that every client hears of, so one
 # connection gets a bounded number of rooms and of joins (a page re-joins all its rooms at
 # once after a reconnect, hence the same figure for both).
@@ -84,7 +84,7 @@ class Session:
     def deliver(self, frame: str) -> None:
         """Queue a frame for the client; a full queue means a client too slow to keep."""
         if self.close_code is None and not self.outbox.put(frame):
-            self.abort(CLOSE_TOO_SLOW)
+            self.abort(CloseCode.TRY_AGAIN_LATER)
 
     def backlog(self) -> int:
         """Frames queued for the client and not yet written to its socket."""
@@ -115,20 +115,20 @@ class Session:
             self._hub.stats.errors[err.code] += 1
             self.deliver(err.frame())
         except LimitExceeded as err:
-            self._hub.stats.errors["limit_exceeded"] += 1
-            self.deliver(encode_error("limit_exceeded", str(err), _ref(command)))
+            self._hub.stats.errors[ErrorCode.LIMIT_EXCEEDED] += 1
+            self.deliver(encode_error(ErrorCode.LIMIT_EXCEEDED, str(err), _ref(command)))
         except (Unavailable, RedisError):
-            self._hub.stats.errors["unavailable"] += 1
-            self.deliver(encode_error("unavailable", "the message store is unreachable; nothing was sent",
+            self._hub.stats.errors[ErrorCode.UNAVAILABLE] += 1
+            self.deliver(encode_error(ErrorCode.UNAVAILABLE, "the message store is unreachable; nothing was sent",
                                       _ref(command)))
 
     async def _message(self, cmd: Message) -> None:
         ref = _ref(cmd)
         if cmd.room not in self.rooms:
-            raise ProtocolError("not_joined", f"join room {cmd.room!r} before sending to it", ref)
+            raise ProtocolError(ErrorCode.NOT_JOINED, f"join room {cmd.room!r} before sending to it", ref)
         if not self.limiter.allow():
             s = self._settings
-            raise ProtocolError("rate_limited", f"at most {s.rate_count} messages in {s.rate_seconds:g} s", ref)
+            raise ProtocolError(ErrorCode.RATE_LIMITED, f"at most {s.rate_count} messages in {s.rate_seconds:g} s", ref)
         assert self.user is not None  # joined rooms imply a name
         sent = await self._broker.append(cmd.room, self.user, cmd.text, cmd.client_id)
         stats = self._hub.stats
@@ -141,17 +141,17 @@ class Session:
 
     async def _join(self, cmd: Join) -> None:
         if self.user is not None and cmd.user is not None and cmd.user != self.user:
-            raise ProtocolError("invalid_user", f"this connection is already {self.user!r}", "join")
+            raise ProtocolError(ErrorCode.INVALID_USER, f"this connection is already {self.user!r}", "join")
         user = self.user or cmd.user
         if user is None:
-            raise ProtocolError("bad_request", "the first join needs a 'user'", "join")
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "the first join needs a 'user'", "join")
         if self.identity is not None and not self.identity.allows(cmd.room):
-            raise ProtocolError("forbidden", f"your token does not allow room {cmd.room!r}", "join")
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"your token does not allow room {cmd.room!r}", "join")
         rejoin = cmd.room in self.rooms
         if not rejoin and len(self.rooms) >= MAX_ROOMS:
-            raise ProtocolError("rate_limited", f"a connection may be in at most {MAX_ROOMS} rooms", "join")
+            raise ProtocolError(ErrorCode.RATE_LIMITED, f"a connection may be in at most {MAX_ROOMS} rooms", "join")
         if not self.join_limiter.allow():
-            raise ProtocolError("rate_limited", f"at most {MAX_ROOMS} joins in {JOIN_WINDOW:g} s", "join")
+            raise ProtocolError(ErrorCode.RATE_LIMITED, f"at most {MAX_ROOMS} joins in {JOIN_WINDOW:g} s", "join")
         room = cmd.room
 
         def reply(result: JoinResult) -> tuple[int, int] | None:
@@ -171,7 +171,7 @@ class Session:
 
     async def _leave(self, cmd: Leave) -> None:
         if cmd.room not in self.rooms:
-            raise ProtocolError("not_joined", f"not in room {cmd.room!r}", "leave")
+            raise ProtocolError(ErrorCode.NOT_JOINED, f"not in room {cmd.room!r}", "leave")
         assert self.user is not None  # joined rooms imply a name
         await self._broker.leave(cmd.room, self.user, self.key)
         self.rooms.discard(cmd.room)

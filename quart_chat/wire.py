@@ -35,9 +35,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .codes import CloseCode
+
 log = logging.getLogger("quart_chat.wire")
 
-CLOSE_INTERNAL_ERROR = 1011
 
 _last_text: str | None = None
 _last_frame: bytes = b""
@@ -206,9 +207,9 @@ class QueueOutbox:
         while not queue.empty():
             queue.get_nowait()
         log.warning("outbound writer failed, closing the connection with %d: %r",
-                    CLOSE_INTERNAL_ERROR, err, exc_info=err)
+                    CloseCode.INTERNAL_ERROR, err, exc_info=err)
         if self.on_error is not None:
-            self.on_error(CLOSE_INTERNAL_ERROR)
+            self.on_error(CloseCode.INTERNAL_ERROR)
 
     def backlog(self) -> int:
         """Frames queued and not yet handed to ``send``."""

@@ -209,6 +209,16 @@ class ChatInstance(Process):
             self.wait_ready()
         return self
 
+    def serving_process(self):
+        """The psutil.Process that serves: Hypercorn's (only) spawned worker, or Hypercorn's own
+        process when it serves in it (``-w 0``, hypercorn.toml)."""
+        import psutil
+
+        parent = psutil.Process(self.proc.pid)
+        workers = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) <= 1, f"{len(workers)} workers: name the one you mean"
+        return workers[0] if workers else parent
+
     def wait_ready(self, timeout: float = 20.0, healthy: bool = True) -> None:
         """Wait until /healthz answers (200 when ``healthy``, any answer otherwise)."""
         deadline = time.monotonic() + timeout

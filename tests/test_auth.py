@@ -107,9 +107,14 @@ def test_identity_allows():
 
 
 # ---------------------------------------------------------------- settings
+def algorithms(settings: Settings) -> tuple[str, ...]:
+    """What the key of ``settings`` allows, as the app loads it (once, in make_verifier)."""
+    return auth.load_key(settings)[1]
+
+
 def test_open_mode_is_the_default_and_needs_no_key():
     s = Settings.from_env({})
-    assert s.auth == "open" and s.jwt_algorithms == ()
+    assert s.auth == "open"
     assert auth.make_verifier(s) is None
     create_app(s)
 
@@ -124,7 +129,7 @@ def test_token_mode_without_a_key_does_not_start():
 
 
 def test_secret_rules():
-    assert Settings.from_env(ENV).jwt_algorithms == ("HS256",)
+    assert algorithms(Settings.from_env(ENV)) == ("HS256",)
     with pytest.raises(SettingsError, match="at least 32 bytes"):
         Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_SECRET": "short"})
     _, pem = rsa_pair()
@@ -136,24 +141,24 @@ def test_secret_rules():
 def test_public_keys_fix_the_algorithm(tmp_path):
     _, rsa_pem = rsa_pair()
     _, ec_pem = ec_pair(ec.SECP256R1())
-    assert Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": rsa_pem}).jwt_algorithms == ("RS256",)
-    assert Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": ec_pem}).jwt_algorithms == ("ES256",)
+    assert algorithms(Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": rsa_pem})) == ("RS256",)
+    assert algorithms(Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": ec_pem})) == ("ES256",)
     # A file, by absolute or relative path, and PEM written on one line with \n.
     path = tmp_path / "chat.pub"
     path.write_text(rsa_pem)
     s = Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": str(path)})
-    assert s.jwt_public_key == rsa_pem.strip() and s.jwt_algorithms == ("RS256",)
+    assert s.jwt_public_key == rsa_pem.strip() and algorithms(s) == ("RS256",)
     one_line = rsa_pem.strip().replace("\n", "\\n")
-    assert Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": one_line}).jwt_algorithms == ("RS256",)
+    assert algorithms(Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": one_line})) == ("RS256",)
     with pytest.raises(SettingsError, match="neither PEM text nor a readable file"):
         Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": str(tmp_path / "missing.pem")})
     with pytest.raises(SettingsError, match="not a PEM public key"):
         bad_pem = "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----"
-        Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": bad_pem})
+        algorithms(Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": bad_pem}))
     with pytest.raises(SettingsError, match="P-256"):
-        Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": ec_pair(ec.SECP384R1())[1]})
+        algorithms(Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": ec_pair(ec.SECP384R1())[1]}))
     with pytest.raises(SettingsError, match="too short"):
-        Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": rsa_pair(1024)[1]})
+        algorithms(Settings.from_env({"CHAT_AUTH": "token", "CHAT_JWT_PUBLIC_KEY": rsa_pair(1024)[1]}))
 
 
 def test_audience_and_issuer_settings():

@@ -500,12 +500,8 @@ class RawWebSocket:
 
 
 def worker_of(inst):
-    """Hypercorn's worker process of an instance (the child that serves)."""
-    import psutil
-
-    [worker] = [p for p in psutil.Process(inst.proc.pid).children()
-                if "spawn_main" in " ".join(p.cmdline())]
-    return worker
+    """The process of an instance that serves (see `ChatInstance.serving_process`)."""
+    return inst.serving_process()
 
 
 def server_side_open(inst, client_port: int) -> bool:

@@ -54,9 +54,8 @@ class KeepAlive:
 
 def worker_pid(inst) -> int:
     """The pid of Hypercorn's (only) worker process under ``inst``."""
-    import psutil
-
-    [worker] = [p for p in psutil.Process(inst.proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    worker = inst.serving_process()
+    assert worker.pid != inst.proc.pid, "no worker process: Hypercorn serves in its own"
     return worker.pid
 
 
@@ -144,7 +143,7 @@ async def test_going_away_closes_with_1001_and_refuses_new_websockets(app_on_red
     open for Hypercorn to wait on."""
     from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
 
-    from quart_chat.app import get_chat
+    from quart_chat.chat import get_chat
 
     client = app_on_redis.test_client()
     async with client.websocket("/ws") as ws:

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from quart_chat.app import redact
 from quart_chat.blueprints.ws import _frame_too_big
 from quart_chat.config import Settings, SettingsError, parse_networks, parse_rate
 from quart_chat.forwarded import client_address, origin_allowed, request_origin
 from quart_chat.history import has_gap, parse_page_args
+from quart_chat.logs import redact
 from quart_chat.protocol import (
     Join,
     Leave,

@@ -7,9 +7,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Blueprint, Response, g, jsonify, request
 
-from ..app import get_chat
 from ..auth import Identity, TokenRefused, bearer
 from ..broker import Unavailable
+from ..chat import get_chat
 from ..fdlimit import health_fields
 from ..history import parse_page_args, parse_rooms_args
 from ..protocol import ProtocolError, dumps, validate_room

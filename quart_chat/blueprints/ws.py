@@ -12,28 +12,23 @@ import time
 
 from quart import Blueprint, Response, websocket
 
-from ..app import Chat, get_chat
-from ..asgi import CLOSE_GOING_AWAY, RAW_SEND
+from ..asgi import RAW_SEND
 from ..auth import Identity, TokenRefused, bearer, query_token
+from ..chat import Chat, get_chat
+from ..codes import CloseCode
 from ..fdlimit import refuse_handshake
 from ..forwarded import client_address, is_loopback, origin_allowed, request_origin
-from ..session import CLOSE_TOO_SLOW, Session
+from ..session import Session
 from ..wire import QueueOutbox, decline_compression, direct_outbox
 
 bp = Blueprint("ws", __name__)
 log = logging.getLogger("quart_chat.ws")
 
 PATH = "/ws"
-CLOSE_POLICY = 1008  # token mode: the token expired while connected
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
 CLOSE_TIMEOUT = 1.0
-CLOSE_REASONS = {CLOSE_TOO_BIG: "frame over CHAT_MAX_FRAME", CLOSE_TOO_SLOW: "client too slow: send queue full",
-                 CLOSE_INTERNAL: "internal error", CLOSE_POLICY: "token expired",
-                 CLOSE_GOING_AWAY: "server shutting down"}
 # Closes that may not complete their closing handshake: the socket is reset after CLOSE_TIMEOUT.
 # (1013: a client that stopped reading; 1001: a stopping server must not wait on any client.)
-CLOSE_THEN_RESET = frozenset((CLOSE_TOO_SLOW, CLOSE_GOING_AWAY))
+CLOSE_THEN_RESET = frozenset((CloseCode.TRY_AGAIN_LATER, CloseCode.GOING_AWAY))
 
 
 def _frame_too_big(data: str | bytes, limit: int) -> bool:
@@ -84,9 +79,9 @@ def _admit(chat: Chat) -> tuple[str, Response | None]:
 def _closing(chat: Chat, address: str, code: int) -> None:
     """Count and log a connection the server closes (1009, 1011, 1013...)."""
     chat.hub.stats.closes[code] += 1
-    if code == CLOSE_GOING_AWAY:
+    if code == CloseCode.GOING_AWAY:
         return  # every connection at once: `Chat.going_away` logs one line for all of them
-    reason = CLOSE_REASONS.get(code, "closed by the server")
+    reason = CloseCode(code).reason
     log.warning("closed a WebSocket from %s with %d (%s)", address, code, reason,
                 extra={"close_code": code, "reason": reason, "client": address})
 
@@ -110,7 +105,7 @@ def _authenticate(chat: Chat, address: str) -> tuple[Identity | None, Response |
 def _expire(session: Session, exp: float) -> asyncio.TimerHandle:
     """Close ``session`` with 1008 when its token expires (one timer, cancelled at close)."""
     loop = asyncio.get_running_loop()
-    return loop.call_at(loop.time() + (exp - time.time()), session.abort, CLOSE_POLICY)
+    return loop.call_at(loop.time() + (exp - time.time()), session.abort, CloseCode.POLICY_VIOLATION)
 
 
 @bp.websocket(PATH)
@@ -151,7 +146,7 @@ async def ws() -> Response | None:
         while True:
             data = await receive()
             if _frame_too_big(data, limit):
-                session.close_code = CLOSE_TOO_BIG
+                session.close_code = CloseCode.MESSAGE_TOO_BIG
                 break
             await session.handle(data)
     except asyncio.CancelledError:
@@ -159,7 +154,7 @@ async def ws() -> Response | None:
             raise  # the client left, or the server is stopping
         view.uncancel()  # our own abort (a client too slow, a token expired): close below
     except Exception:
-        session.close_code = CLOSE_INTERNAL
+        session.close_code = CloseCode.INTERNAL_ERROR
         raise
     finally:
         if expiry is not None:
