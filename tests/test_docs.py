@@ -1,6 +1,8 @@
-"""The documentation works from a clone: every relative link in README.md and docs/*.md
-names a file of the repository (and, into a Markdown file, a heading it has), and nothing
-points outside the repository. Pure file reading: no server, no Redis."""
+"""The documentation works from a clone: every relative link and image in README.md and
+docs/*.md names a file of the repository (and, into a Markdown file, a heading it has), every
+file a page names in a code span exists, nothing points outside the repository, the README
+links every page of docs/, each page starts by saying what it covers, and the pages give one
+memory figure per connection. Pure file reading: no server, no Redis."""
 
 from __future__ import annotations
 
@@ -102,3 +104,74 @@ def test_no_path_outside_the_repository(doc: Path) -> None:
     text = _prose(doc.read_text(encoding="utf-8"))
     outside = sorted({m.group(2).strip() for m in CODE_SPAN.finditer(text) if m.group(2).strip().startswith("../")})
     assert not outside, f"{doc.relative_to(ROOT)} names paths outside the repository: {outside}"
+
+
+# A path in a code span, such as `deploy/nginx.conf` or `tests/test_links.py/`: words, dots and
+# dashes, at least one slash.
+REPO_PATH = re.compile(r"[\w.\-]+(?:/[\w.\-@]*)+")
+
+
+def named_paths(text: str) -> list[str]:
+    """Code spans of a Markdown text's prose that name a path under one of the repository's
+    top-level folders (`deploy/nginx.conf`, `.ci/run`); code blocks left out."""
+    out = []
+    for m in CODE_SPAN.finditer(_prose(text)):
+        span = m.group(2).strip()
+        first = span.split("/", 1)[0]
+        if REPO_PATH.fullmatch(span) and not first.startswith(".venv") and (ROOT / first).is_dir():
+            out.append(span)
+    return out
+
+
+def test_named_paths_finds_repository_paths() -> None:
+    text = "Run `deploy/nginx.conf`, `.ci/run`, `tests/`; not `wire.py`, `/etc/x/y`, `a b/c`.\n```\ndocs/nope.md\n```\n"
+    assert named_paths(text) == ["deploy/nginx.conf", ".ci/run", "tests/"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_named_files_exist(doc: Path) -> None:
+    """A file named in a code span (`deploy/prometheus-alerts.yml`) is there: the pages name
+    many files of the repository without linking them, and a renamed one must not be left."""
+    missing = [p for p in named_paths(doc.read_text(encoding="utf-8")) if not (ROOT / p).exists()]
+    assert not missing, f"{doc.relative_to(ROOT)} names files that do not exist: {missing}"
+
+
+def test_every_page_is_linked_from_the_readme() -> None:
+    """A newcomer finds every page from the README; a page nobody links is lost."""
+    readme = ROOT / "README.md"
+    linked = {path.resolve() for _, path, _ in local_targets(readme)}
+    pages = sorted((ROOT / "docs").glob("*.md"))
+    unlinked = [str(p.relative_to(ROOT)) for p in pages if p.resolve() not in linked]
+    assert not unlinked, f"README.md links no {unlinked}"
+
+
+@pytest.mark.parametrize("doc", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_each_page_starts_by_saying_what_it_covers(doc: Path) -> None:
+    """A title, then a paragraph of prose (not a table, list, code or another heading)."""
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", doc.read_text(encoding="utf-8").strip())]
+    assert blocks[0].startswith("# ") and "\n" not in blocks[0], f"{doc.name}: no title line first"
+    first = blocks[1] if len(blocks) > 1 else ""
+    assert first and not re.match(r"(#|\||[-*+] |\d+\. |```|~~~|!\[|<)", first), (
+        f"{doc.name}: the title is not followed by a paragraph saying what the page covers")
+
+
+def test_one_memory_figure_per_connection() -> None:
+    """The capacity plan uses the idle memory per connection that the performance run measured
+    (one figure, from one run), and the README's pages agree on the memory it gives."""
+    scaling = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    performance = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    planned = re.search(r"^\| memory per idle connection \| \*\*([\d.]+) KB\*\*", scaling, re.M)
+    measured = re.search(r"^\| idle, [^|]*KB of server RSS per connection \| ([\d.]+) \|", performance, re.M)
+    assert planned and measured, "the memory rows of docs/scaling.md or docs/performance.md moved"
+    assert planned.group(1) == measured.group(1)
+    assert f"memory ≈ `U × {planned.group(1)} KB`" in scaling
+    row = re.compile(r"^\| connection memory, all instances \| ([^|]+) \| ([^|]+) \| ([^|]+) \|", re.M)
+    deploying = (ROOT / "docs" / "deploying.md").read_text(encoding="utf-8")
+    plan = row.search(scaling)
+    assert plan, "docs/scaling.md: no connection memory row"
+    users = (10_000, 100_000, 1_000_000)
+    for n, cell in zip(users, plan.groups(), strict=True):
+        gb = float(cell.strip().removesuffix(" GB"))
+        assert abs(gb - n * float(planned.group(1)) / 1e6) <= 0.05 * gb, f"{n} users: {cell}"
+        assert re.search(rf"^\| {n // 1000 if n < 1_000_000 else 1} (k|M) \|[^\n]*\| {re.escape(cell.strip())} \|",
+                         deploying, re.M), f"docs/deploying.md disagrees for {n} users"
