@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import secrets
 import shutil
@@ -132,6 +133,8 @@ def token(args: argparse.Namespace) -> int:
         print(f"--ttl: {err}", file=sys.stderr)
         return 2
     rooms = None if args.rooms is None else list(parse_list(args.rooms))
+    # This command signs; the instances' own checks of token mode do not apply to it.
+    settings = Settings.from_env({**os.environ, "CHAT_AUTH": "open"})
     if args.private_key:
         try:
             key, algorithm = auth.signing_key(Path(args.private_key).expanduser().read_bytes())
@@ -139,7 +142,7 @@ def token(args: argparse.Namespace) -> int:
             print(f"--private-key {args.private_key}: {err}", file=sys.stderr)
             return 1
     else:
-        secret = os.environ.get("CHAT_JWT_SECRET", "").strip()
+        secret = settings.jwt_secret
         if not secret:
             print("Set CHAT_JWT_SECRET to the instances' secret (HS256), or pass --private-key FILE "
                   "(RS256 or ES256, the key whose public half is CHAT_JWT_PUBLIC_KEY).", file=sys.stderr)
@@ -149,9 +152,8 @@ def token(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         key, algorithm = secret.encode(), "HS256"
-    audience = args.audience if args.audience is not None else next(
-        iter(parse_list(os.environ.get("CHAT_JWT_AUDIENCE", ""))), "")
-    issuer = args.issuer if args.issuer is not None else os.environ.get("CHAT_JWT_ISSUER", "").strip()
+    audience = args.audience if args.audience is not None else next(iter(settings.jwt_audience), "")
+    issuer = args.issuer if args.issuer is not None else settings.jwt_issuer
     signed = auth.issue(key, algorithm, name, args.sub or name, rooms, ttl, audience, issuer)
     print(signed)
     print(page_link(args.url, signed))
@@ -221,8 +223,12 @@ def demo(args: argparse.Namespace) -> int:
     if nginx:
         # nginx connects to the instances from this address: they believe its X-Forwarded-*
         # headers (client address, Origin check), and nobody else's.
-        trusted = [t for t in os.environ.get("CHAT_TRUSTED_PROXIES", "").split(",") if t.strip()]
-        env_extra["CHAT_TRUSTED_PROXIES"] = ",".join(trusted + [upstream] if upstream not in trusted else trusted)
+        trusted = Settings.from_env({**os.environ, "CHAT_AUTH": "open"}).trusted_proxies
+        try:
+            covered = any(ipaddress.ip_address(upstream) in net for net in trusted)
+        except ValueError:  # a host name: add it as it is
+            covered = False
+        env_extra["CHAT_TRUSTED_PROXIES"] = ",".join([*map(str, trusted), *([] if covered else [upstream])])
     try:
         for port in args.ports:
             env = {**os.environ, **env_extra, "REDIS_URL": url, "CHAT_INSTANCE": f"demo-{port}"}

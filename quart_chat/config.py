@@ -114,6 +114,11 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be 1 or 0, got {raw!r}")
 
 
+def uvloop_wanted(env: Mapping[str, str]) -> bool:
+    """``CHAT_UVLOOP`` (default on); read on its own too, before the app exists (eventloop.py)."""
+    return _flag(env, "CHAT_UVLOOP", True)
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     raw = env.get(name, "").strip().lower() or default
     if raw not in choices:
@@ -154,6 +159,8 @@ class Settings:
     dedupe_seconds: int = 600
     # The direct outbound path of `wire` (CHAT_FAST_PATH=0: the portable ASGI path only).
     fast_path: bool = True
+    # uvloop under Hypercorn's plain asyncio worker (eventloop.py; CHAT_UVLOOP=0: asyncio's loop).
+    uvloop: bool = True
     # How often this this instance proves it is alive, and when others may call it dead.
     heartbeat_seconds: float = 5.0
     dead_after_seconds: float = 15.0
@@ -184,6 +191,7 @@ class Settings:
             log_format=_choice(env, "CHAT_LOG_FORMAT", "text", ("text", "json")),
             dedupe_seconds=_int(env, "CHAT_DEDUPE_SECONDS", 600),
             fast_path=_flag(env, "CHAT_FAST_PATH", True),
+            uvloop=uvloop_wanted(env),
             auth=_choice(env, "CHAT_AUTH", "open", ("open", "token")),
             jwt_secret=env.get("CHAT_JWT_SECRET", "").strip(),
             jwt_public_key=_public_key(env),

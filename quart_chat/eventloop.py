@@ -18,7 +18,7 @@ import asyncio
 import os
 import sys
 
-OFF = ("0", "false", "no", "off")
+from .config import SettingsError, uvloop_wanted
 
 
 def _run_by_hypercorn() -> bool:
@@ -30,8 +30,11 @@ def _run_by_hypercorn() -> bool:
 
 def prefer_uvloop(environ: dict[str, str] | None = None) -> bool:
     """Make new event loops uvloop's, under Hypercorn only; returns whether it did."""
-    env = os.environ if environ is None else environ
-    if env.get("CHAT_UVLOOP", "").strip().lower() in OFF or not _run_by_hypercorn():
+    try:
+        wanted = uvloop_wanted(os.environ if environ is None else environ)
+    except SettingsError:
+        return False  # the app's start-up names the bad value (status 78)
+    if not wanted or not _run_by_hypercorn():
         return False
     if sys.version_info >= (3, 14):
         return False  # the policy API is deprecated: -k uvloop chooses it (see above)

@@ -54,7 +54,6 @@ class Presence:
         # Members whose removal failed (Redis away): (room, field) -> user, retried by the janitor.
         self.orphans: dict[tuple[str, str], str] = {}
         self.last_ok = 0.0  # monotonic time of the last heartbeat Redis took
-        self.rooms_removed = 0
 
     # ------------------------------------------------------------ members
     def leave_event(self, room: str, user: str, field: str) -> str:
@@ -157,9 +156,8 @@ class Presence:
             for room in idle:
                 await self._expire(keys=[ROOMS, ACTIVITY, members_key(room), history_key(room), trimmed_key(room),
                                          NOTIFICATIONS], args=[cutoff, room, self._origin], client=pipe)
-            removed = await pipe.execute()
-            self.rooms_removed += sum(removed)
-            if sum(removed):
-                log.info("removed %d idle room(s) (CHAT_ROOM_TTL=%ss)", sum(removed), self.settings.room_ttl)
+            removed = sum(await pipe.execute())
+            if removed:
+                log.info("removed %d idle room(s) (CHAT_ROOM_TTL=%ss)", removed, self.settings.room_ttl)
             if len(idle) < BATCH:
                 return

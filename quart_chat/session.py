@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 # Joins cost Redis round trips and may create rooms that every client hears of, so one
 # connection gets a bounded number of rooms and of joins (a page re-joins all its rooms at
 # once after a reconnect, hence the same figure for both).
-MAX_ROOMS = 100
+ROOMS_PER_CONNECTION = 100
 JOIN_WINDOW = 10.0
 _ids = itertools.count(1)
 
@@ -73,7 +73,7 @@ class Session:
         self.rooms: set[str] = set()
         self.outbox = outbox
         self.limiter = SlidingWindow(settings.rate_count, settings.rate_seconds)
-        self.join_limiter = SlidingWindow(MAX_ROOMS, JOIN_WINDOW)
+        self.join_limiter = SlidingWindow(ROOMS_PER_CONNECTION, JOIN_WINDOW)
         self.close_code: int | None = None
         self.on_abort = on_abort
         self._settings = settings
@@ -148,10 +148,12 @@ class Session:
         if self.identity is not None and not self.identity.allows(cmd.room):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"your token does not allow room {cmd.room!r}", "join")
         rejoin = cmd.room in self.rooms
-        if not rejoin and len(self.rooms) >= MAX_ROOMS:
-            raise ProtocolError(ErrorCode.RATE_LIMITED, f"a connection may be in at most {MAX_ROOMS} rooms", "join")
+        if not rejoin and len(self.rooms) >= ROOMS_PER_CONNECTION:
+            raise ProtocolError(ErrorCode.RATE_LIMITED,
+                                f"a connection may be in at most {ROOMS_PER_CONNECTION} rooms", "join")
         if not self.join_limiter.allow():
-            raise ProtocolError(ErrorCode.RATE_LIMITED, f"at most {MAX_ROOMS} joins in {JOIN_WINDOW:g} s", "join")
+            raise ProtocolError(ErrorCode.RATE_LIMITED,
+                                f"at most {ROOMS_PER_CONNECTION} joins in {JOIN_WINDOW:g} s", "join")
         room = cmd.room
 
         def reply(result: JoinResult) -> tuple[int, int] | None:

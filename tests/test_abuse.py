@@ -512,8 +512,8 @@ async def test_logs_never_show_the_redis_password(make_cluster, tmp_path, room):
 
 
 async def test_rooms_per_connection_are_bounded(cluster, room):
-    """Joins create rooms every client hears of: one connection gets at most MAX_ROOMS of them."""
-    from quart_chat.session import MAX_ROOMS
+    """Joins create rooms every client hears of: one connection gets at most ROOMS_PER_CONNECTION of them."""
+    from quart_chat.session import ROOMS_PER_CONNECTION as MAX_ROOMS
 
     r = redis.Redis.from_url(cluster.redis.url)
     c = await ChatClient.connect(cluster[0].ws_url)

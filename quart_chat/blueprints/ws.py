@@ -167,8 +167,8 @@ async def ws() -> Response | None:
             _closing(chat, address, session.close_code)
             try:
                 await asyncio.wait_for(websocket.close(session.close_code), CLOSE_TIMEOUT)
-            except (TimeoutError, Exception):
-                pass
+            except Exception as err:  # the client is gone already, or will not answer in time
+                log.debug("close %d not sent cleanly: %r", session.close_code, err)
             if session.close_code in CLOSE_THEN_RESET:
                 outbox.abort(CLOSE_TIMEOUT)  # it may never answer its close frame: free the socket
     return None
