@@ -1,0 +1,663 @@
+"""A Python client for quart_chat servers (asyncio, over the ``websockets`` package), for bots.
+
+It does what `docs/protocol.md`, "Reconnecting correctly", asks of every client: it keeps the
+newest message id of each room and joins again with ``since`` after a drop, so nothing is
+missed and nothing comes twice; it keeps every sent message until its ``ack`` and sends it
+again, with the same ``client_id``, after a reconnect (the server stores it once: G8); it
+reconnects by itself with backoff and jitter, to the next of its URLs in turn. What comes in
+is typed events (dataclasses): `Message`, `Joined`, `Ack`, `Error`, `UserJoined`, `UserLeft`,
+`RoomCreated`, `RoomRemoved`, `Left`, `Pong`, and the client's own `Connected` and
+`Disconnected`.
+
+    import asyncio
+    from quart_chat.client import ChatClient, Message
+
+    async def echo_bot() -> None:
+        async with ChatClient("ws://127.0.0.1:8000/ws", user="echo") as chat:
+            await chat.join("general")
+            async for event in chat:
+                if isinstance(event, Message) and event.live and event.user != "echo":
+                    await chat.send("general", f"{event.user} said: {event.text}")
+
+    asyncio.run(echo_bot())
+
+Every message reaches the events once, in id order per room: those of a ``joined``'s history
+(the ones missed, after a reconnect) as `Message` with ``live=False``, right after their
+`Joined`, then the live ones. More in `docs/client.md`.
+
+The lower-level pieces are public too: `Connection` (one WebSocket: open, send, join and wait
+for ``joined``, read every frame in one task; no reconnect), `parse_event`, `Backoff`,
+`join_frame` and `message_frame`. The load tool (``quart-chat bench``) is built on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+
+# What a WebSocket is opened with (the caller may override any): no compression (the server
+# offers none), no size cap on what comes in, no proxy, no User-Agent.
+CONNECT_OPTIONS: dict[str, Any] = {"compression": None, "max_size": None, "close_timeout": 2,
+                                   "user_agent_header": None, "proxy": None}
+# A refused `message` with one of these codes is kept and sent again; any other code drops it.
+RETRYABLE = frozenset({"rate_limited", "unavailable", "not_joined"})
+
+
+# ------------------------------------------------------------------ events
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A chat message: ``live``, or from a ``joined``'s history (``live=False``)."""
+
+    id: str
+    room: str
+    user: str
+    text: str
+    ts: int
+    client_id: str | None = None
+    live: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """The answer to a join: the members now, ``gap`` (history trimmed) and the history."""
+
+    room: str
+    user: str
+    members: list[str]
+    gap: bool
+    history: list[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A sent message is stored (``id``); ``durable`` only with CHAT_REDIS_WAIT_REPLICAS."""
+
+    client_id: str
+    id: str
+    durable: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A refused frame; ``ref`` is the ``client_id`` of a refused message, else the frame's type."""
+
+    code: str
+    message: str
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserJoined:
+    room: str
+    user: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserLeft:
+    room: str
+    user: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomCreated:
+    room: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRemoved:
+    room: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A frame type this client does not know (a newer server): the decoded frame."""
+
+    frame: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The client (re)connected to ``url`` and joined its rooms again; ``count`` from 1."""
+
+    url: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The connection to ``url`` ended (``code``: the close code, None without a close frame)."""
+
+    url: str
+    code: int | None
+    reason: str = ""
+
+
+Event = (Message | Joined | Left | Ack | Error | UserJoined | UserLeft | RoomCreated | RoomRemoved | Pong
+         | Unknown | Connected | Disconnected)
+
+
+class ChatError(Exception):
+    """The server refused a frame (an ``error`` frame): ``code`` as in docs/protocol.md, Errors."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+
+
+def _message(m: dict[str, Any], live: bool) -> Message:
+    return Message(m["id"], m["room"], m["user"], m["text"], m["ts"], m.get("client_id"), live)
+
+
+def parse_event(raw: str | bytes | dict[str, Any]) -> Event:
+    """One server frame (JSON text, or already decoded) as its event; `Unknown` for other types."""
+    f = raw if isinstance(raw, dict) else orjson.loads(raw)
+    kind = f.get("type")
+    if kind == "message":
+        return _message(f, True)
+    if kind == "joined":
+        return Joined(f["room"], f["user"], list(f.get("members", [])), bool(f.get("gap")),
+                      [_message(m, False) for m in f.get("history", [])])
+    if kind == "ack":
+        return Ack(f["client_id"], f["id"], f.get("durable"))
+    if kind == "error":
+        return Error(str(f.get("code")), str(f.get("message", "")), f.get("ref"))
+    if kind in ("user_joined", "user_left"):
+        return (UserJoined if kind == "user_joined" else UserLeft)(f["room"], f["user"], f["ts"])
+    if kind in ("room_created", "room_removed"):
+        return (RoomCreated if kind == "room_created" else RoomRemoved)(f["room"], f["ts"])
+    if kind == "left":
+        return Left(f["room"])
+    if kind == "pong":
+        return Pong()
+    return Unknown(f)
+
+
+def id_key(message_id: str) -> tuple[int, int]:
+    """A message id as the pair of integers it is compared by (ms, then seq)."""
+    ms, _, seq = message_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def join_frame(room: str, user: str | None = None, since: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "join", "room": room}
+    if user is not None:
+        frame["user"] = user
+    if since is not None:
+        frame["since"] = since
+    return frame
+
+
+def message_frame(room: str, text: str, client_id: str | None = None) -> dict[str, Any]:
+    frame = {"type": "message", "room": room, "text": text}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays, as the bundled page's: attempt k waits a random time in [d/2, d],
+    d = ``base`` * 2**k up to ``cap`` seconds; back to attempt 0 once a connection stayed
+    open ``reset_after`` seconds. ``base`` 0: reconnect at once."""
+
+    base: float = 0.5
+    cap: float = 10.0
+    reset_after: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        d = min(self.cap, self.base * 2 ** min(attempt, 30))
+        return d / 2 + random.random() * d / 2 if d > 0 else 0.0
+
+
+# ------------------------------------------------------------------ one connection
+class Connection:
+    """One WebSocket speaking the protocol, without reconnecting: the lower-level piece.
+
+    Every frame received is handed, in order, to `on_frame` from one reader task; `join`
+    waits for the room's ``joined``, which the handler passes on with `joined` (or a refusal
+    with `refused`). When the connection ends other than by `close`, `on_closed` is called
+    (with the exception that stopped the reader, if one did). Subclasses override those two.
+    """
+
+    __slots__ = ("closing", "pending", "reader", "rooms", "url", "user", "ws")
+
+    def __init__(self, url: str, user: str | None = None) -> None:
+        self.url = url
+        self.user = user
+        self.ws: Any = None
+        self.reader: asyncio.Task[None] | None = None
+        self.pending: dict[str, asyncio.Future[Any]] = {}
+        self.rooms: set[str] = set()
+        self.closing = False
+
+    async def open(self, timeout: float = 10.0, **options: Any) -> None:
+        """Open the WebSocket (`CONNECT_OPTIONS`, then ``options``) and start reading."""
+        from websockets.asyncio.client import connect
+
+        self.ws = await connect(self.url, **{**CONNECT_OPTIONS, "open_timeout": timeout, **options})
+        self.reader = asyncio.create_task(self._read())
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(orjson.dumps(frame).decode())
+
+    async def join(self, room: str, since: str | None = None, timeout: float = 10.0) -> Any:
+        """Send ``join`` (with ``self.user`` and ``since``) and wait for what `joined` passes on."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[room] = fut
+        await self.send(join_frame(room, self.user, since))
+        try:
+            reply = await asyncio.wait_for(fut, timeout)
+        finally:
+            self.pending.pop(room, None)
+        self.rooms.add(room)
+        return reply
+
+    def joined(self, room: str, reply: Any) -> None:
+        """The ``joined`` of ``room`` came: `join` returns ``reply``."""
+        fut = self.pending.get(room)
+        if fut is not None and not fut.done():
+            fut.set_result(reply)
+
+    def refused(self, exc: BaseException) -> None:
+        """A join was refused (or the connection ended): every waiting `join` raises ``exc``."""
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def on_frame(self, raw: str) -> None:
+        """One frame received (JSON text). The default handles ``joined`` and join refusals."""
+        frame = orjson.loads(raw)
+        if frame.get("type") == "joined":
+            self.joined(frame.get("room"), frame)
+        elif frame.get("type") == "error" and frame.get("ref") == "join":
+            self.refused(ChatError(str(frame.get("code")), str(frame.get("message", ""))))
+
+    def on_closed(self, error: BaseException | None) -> None:
+        """The connection ended, not by `close` (``error``: what stopped the reader, if anything)."""
+
+    async def close(self) -> None:
+        self.closing = True
+        if self.ws is not None:
+            try:
+                await asyncio.wait_for(self.ws.close(), 3)
+            except Exception:
+                pass
+        if self.reader is not None:
+            self.reader.cancel()
+
+    async def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        ws = self.ws
+        on_frame = self.on_frame
+        error: BaseException | None = None
+        try:
+            async for raw in ws:
+                on_frame(raw if isinstance(raw, str) else raw.decode())
+        except ConnectionClosed:
+            pass
+        except Exception as err:  # a frame the handler could not take: the connection is dropped
+            error = err
+            try:
+                await asyncio.wait_for(ws.close(), 2)
+            except Exception:
+                pass
+        self.refused(ConnectionError("closed before joined"))
+        if not self.closing and ws is self.ws:
+            self.on_closed(error)
+
+
+# ------------------------------------------------------------------ the client
+@dataclass
+class Outgoing:
+    """A sent message not acknowledged yet."""
+
+    room: str
+    text: str
+    client_id: str
+    attempts: int = 0
+
+
+class _Link(Connection):
+    __slots__ = ("client", "done", "error")
+
+    def __init__(self, client: ChatClient, url: str) -> None:
+        super().__init__(url, client.user)
+        self.client = client
+        self.done = asyncio.Event()
+        self.error: BaseException | None = None
+
+    def on_frame(self, raw: str) -> None:
+        self.client._on_event(parse_event(raw), self)
+
+    def on_closed(self, error: BaseException | None) -> None:
+        self.error = error
+        self.done.set()
+
+
+@dataclass
+class _State:
+    rooms: dict[str, str | None] = field(default_factory=dict)  # rooms to be in -> the first join's since
+    last_ids: dict[str, str] = field(default_factory=dict)
+    unacked: dict[str, Outgoing] = field(default_factory=dict)
+    acks: dict[str, asyncio.Future[str]] = field(default_factory=dict)
+
+
+class ChatClient:
+    """A connection to one of ``urls`` that stays up: see the module's docstring.
+
+    ``user`` is the name to join as (None in token mode: the token's); ``token`` is sent as
+    ``Authorization: Bearer``. ``ping_interval``: WebSocket pings (None: none), which also
+    tell a dead link. At most ``max_events`` events wait to be read; past that the oldest
+    are dropped (counted in ``dropped_events``).
+    """
+
+    def __init__(self, urls: str | Sequence[str], user: str | None = None, *, token: str | None = None,
+                 backoff: Backoff | None = None, open_timeout: float = 10.0, join_timeout: float = 10.0,
+                 ping_interval: float | None = 20.0, max_events: int = 10_000) -> None:
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self.urls:
+            raise ValueError("no URL")
+        self.user = user
+        self.name: str | None = user  # as the server confirmed it in `joined`
+        self.backoff = backoff or Backoff()
+        self.open_timeout = open_timeout
+        self.join_timeout = join_timeout
+        self.options: dict[str, Any] = {"ping_interval": ping_interval}
+        if token:
+            self.options["additional_headers"] = {"Authorization": f"Bearer {token}"}
+        self.connects = 0
+        self.dropped_events = 0
+        self._state = _State()
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue(max_events)
+        self._link: _Link | None = None
+        self._up = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._fatal: BaseException | None = None
+        self._ids = (f"{uuid.uuid4().hex[:10]}-{k}" for k in itertools.count(1))
+
+    @property
+    def last_ids(self) -> dict[str, str]:
+        """Room -> the newest message id seen there (what a rejoin asks ``since``)."""
+        return self._state.last_ids
+
+    @property
+    def unacked(self) -> dict[str, Outgoing]:
+        """``client_id`` -> each sent message still waiting for its ack, oldest first."""
+        return self._state.unacked
+
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    # -------------------------------------------------------------- public
+    async def connect(self, timeout: float | None = None) -> None:
+        """Start (once) and wait until connected; the client keeps reconnecting by itself."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._wait_up(), timeout)
+
+    async def join(self, room: str, since: str | None = None) -> Joined:
+        """Join ``room`` (``since``: a message id, to get everything after it) and stay in it
+        across reconnects. Raises `ChatError` when refused."""
+        st = self._state
+        st.rooms.setdefault(room, since)
+        while True:
+            link = await self._wait_up()
+            try:
+                return await self._join_on(link, room)
+            except ChatError:
+                st.rooms.pop(room, None)
+                raise
+            except (ConnectionError, TimeoutError):
+                await asyncio.sleep(0.05)  # the link dropped meanwhile: on the next one
+
+    async def leave(self, room: str) -> None:
+        self._state.rooms.pop(room, None)
+        link = self._link
+        if link is not None and room in link.rooms:
+            link.rooms.discard(room)
+            await self._try_send(link, {"type": "leave", "room": room})
+
+    async def send(self, room: str, text: str, client_id: str | None = None) -> str:
+        """Send ``text`` to ``room`` (joined first); returns its ``client_id`` (made here if not
+        given). Kept, and sent again after a reconnect, until the server acknowledges it."""
+        cid = client_id or next(self._ids)
+        out = Outgoing(room, text, cid)
+        st = self._state
+        st.unacked[cid] = out
+        if cid not in st.acks:
+            st.acks[cid] = asyncio.get_running_loop().create_future()
+            if len(st.acks) > 10_000:  # acks nobody waited for
+                st.acks.pop(next(iter(st.acks)))
+        link = self._link
+        if link is not None and room in link.rooms:
+            await self._send_out(link, out)
+        return cid
+
+    async def acked(self, client_id: str, timeout: float | None = None) -> str:
+        """Wait for ``client_id``'s ack (through any reconnects): the stored message's id."""
+        fut = self._state.acks.get(client_id)
+        if fut is None:
+            raise KeyError(client_id)
+        return await asyncio.wait_for(asyncio.shield(fut), timeout)
+
+    async def next_event(self, timeout: float | None = None) -> Event:
+        """The next event (TimeoutError after ``timeout`` s); raises once the client is closed."""
+        if self._closed and self._events.empty():
+            raise ConnectionError("client closed") from self._fatal
+        ev = await asyncio.wait_for(self._events.get(), timeout)
+        if ev is None:
+            self._events.put_nowait(None)
+            raise ConnectionError("client closed") from self._fatal
+        return ev
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            try:
+                yield await self.next_event()
+            except ConnectionError:
+                if self._fatal is not None:
+                    raise
+                return
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._link is not None:
+            await self._link.close()
+        self._up.clear()
+        self._emit(None)
+
+    async def __aenter__(self) -> ChatClient:
+        await self.connect(self.open_timeout * 3)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -------------------------------------------------------------- inside
+    def _emit(self, ev: Event | None) -> None:
+        while True:
+            try:
+                self._events.put_nowait(ev)
+                return
+            except asyncio.QueueFull:
+                self._events.get_nowait()
+                self.dropped_events += 1
+
+    async def _wait_up(self) -> _Link:
+        while True:
+            if self._fatal is not None or self._closed or (self._task is not None and self._task.done()):
+                raise ConnectionError("client closed") from self._fatal
+            link = self._link
+            if self._up.is_set() and link is not None:
+                return link
+            waiter = asyncio.ensure_future(self._up.wait())
+            try:
+                await asyncio.wait([waiter, self._task] if self._task else [waiter],
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+
+    async def _join_on(self, link: _Link, room: str) -> Joined:
+        st = self._state
+        since = st.last_ids.get(room) or st.rooms.get(room)
+        joined: Joined = await link.join(room, since, self.join_timeout)
+        for out in [o for o in st.unacked.values() if o.room == room]:
+            await self._send_out(link, out)
+        return joined
+
+    async def _send_out(self, link: _Link, out: Outgoing) -> None:
+        out.attempts += 1
+        await self._try_send(link, message_frame(out.room, out.text, out.client_id))
+
+    @staticmethod
+    async def _try_send(link: _Link, frame: dict[str, Any]) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await link.send(frame)
+        except ConnectionClosed:
+            pass  # the reconnect sends it again
+
+    def _fresh(self, m: Message) -> bool:
+        last = self._state.last_ids.get(m.room)
+        return last is None or id_key(m.id) > id_key(last)
+
+    def _keep(self, m: Message) -> None:
+        st = self._state
+        st.last_ids[m.room] = m.id
+        if m.client_id is not None and m.user == self.name:
+            out = st.unacked.get(m.client_id)
+            if out is not None and out.room == m.room:
+                self._confirm(m.client_id, m.id)
+
+    def _confirm(self, client_id: str, message_id: str) -> None:
+        st = self._state
+        st.unacked.pop(client_id, None)
+        fut = st.acks.get(client_id)
+        if fut is not None and not fut.done():
+            fut.set_result(message_id)
+
+    def _on_event(self, ev: Event, link: _Link) -> None:
+        """Every frame of the current connection, in order (from its reader task)."""
+        if isinstance(ev, Message):
+            if self._fresh(ev):
+                self._keep(ev)
+                self._emit(ev)
+            return
+        if isinstance(ev, Joined):
+            self.name = ev.user
+            fresh = [m for m in ev.history if self._fresh(m)]
+            for m in fresh:
+                self._keep(m)
+            ev = replace(ev, history=fresh)
+            self._emit(ev)
+            for m in fresh:
+                self._emit(m)
+            link.joined(ev.room, ev)
+            return
+        if isinstance(ev, Ack):
+            self._confirm(ev.client_id, ev.id)
+        elif isinstance(ev, Error):
+            if ev.ref == "join":
+                link.refused(ChatError(ev.code, ev.message))
+            elif ev.ref is not None and ev.ref in self._state.unacked:
+                self._refused_send(ev, link)
+        self._emit(ev)
+
+    def _refused_send(self, ev: Error, link: _Link) -> None:
+        st = self._state
+        out = st.unacked[ev.ref or ""]
+        if ev.code in RETRYABLE and out.attempts < 20:  # again in a while, on this connection or the next
+            loop = asyncio.get_running_loop()
+            loop.call_later(min(10.0, 0.5 * out.attempts), lambda: self._resend_later(out))
+            return
+        st.unacked.pop(out.client_id, None)
+        fut = st.acks.get(out.client_id)
+        if fut is not None and not fut.done():
+            fut.set_exception(ChatError(ev.code, ev.message))
+            fut.exception()  # retrieved: nobody may be waiting for it
+
+    def _resend_later(self, out: Outgoing) -> None:
+        link = self._link
+        if link is not None and out.client_id in self._state.unacked and out.room in link.rooms:
+            task = asyncio.ensure_future(self._send_out(link, out))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _run(self) -> None:
+        """Connect, join every room (with ``since``), resend; wait for the end; back off; again."""
+        from websockets.exceptions import InvalidStatus, WebSocketException
+
+        loop = asyncio.get_running_loop()
+        attempt = k = 0
+        while not self._closed:
+            link = _Link(self, self.urls[k % len(self.urls)])
+            opened_at = None
+            delay = 0.0
+            try:
+                await link.open(self.open_timeout, **self.options)
+                self._link = link
+                for room in list(self._state.rooms):
+                    try:
+                        await self._join_on(link, room)
+                    except ChatError as err:  # refused now (token, limits): that room is left
+                        self._state.rooms.pop(room, None)
+                        self._emit(Error(err.code, err.message, "join"))
+                self.connects += 1
+                opened_at = loop.time()
+                self._up.set()
+                self._emit(Connected(link.url, self.connects))
+                await link.done.wait()
+            except InvalidStatus as err:
+                status = err.response.status_code
+                if status in (401, 403):  # retrying does not help
+                    self._fatal = err
+                    self._closed = True
+                    self._emit(None)
+                    return
+                delay = float(err.response.headers.get("Retry-After", "0") or 0) if status == 503 else 0.0
+            except (OSError, TimeoutError, ChatError, WebSocketException):
+                pass  # refused, cut or timed out: try again after the delay
+            self._up.clear()
+            self._link = None
+            await link.close()
+            if opened_at is not None:
+                ws = link.ws
+                code, reason = getattr(ws, "close_code", None), getattr(ws, "close_reason", None) or ""
+                self._emit(Disconnected(link.url, code, reason))
+                if loop.time() - opened_at >= self.backoff.reset_after:
+                    attempt = 0
+            else:
+                k += 1  # could not connect there: the next URL
+            await asyncio.sleep(max(delay, self.backoff.delay(attempt)))
+            attempt += 1
