@@ -3,16 +3,19 @@ client's messages checked against its room's stream. Pure: no I/O, no clock."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile of already sorted values, in the values' unit; None when empty."""
+    """Nearest-rank percentile of already sorted values (the smallest value with at least q %
+    of them at or below it), in the values' unit; None when empty."""
     if not sorted_values:
         return None
-    k = min(len(sorted_values) - 1, max(0, int(round(q / 100.0 * len(sorted_values) + 0.5)) - 1))
+    n = len(sorted_values)
+    k = min(n - 1, max(0, math.ceil(q * n / 100.0) - 1))
     return sorted_values[k]
 
 
