@@ -10,15 +10,8 @@ from prometheus_client import ProcessCollector
 from quart import Quart, Response
 from quart.sessions import NullSession, SecureCookieSessionInterface
 
-from . import auth, fdlimit, logs, metrics
-from .asgi import (
-    GoingAway,
-    check_fast_paths,
-    connection_class,
-    ignore_shutdown_cancellations,
-    on_server_shutdown,
-    pass_sigterm_to_supervisor,
-)
+from . import auth, fastpath, fdlimit, logs, metrics
+from .asgi import GoingAway, ignore_shutdown_cancellations, on_server_shutdown, pass_sigterm_to_supervisor
 from .broker import Broker
 from .chat import EXTENSION, Chat
 from .config import Settings
@@ -59,12 +52,14 @@ def create_app(settings: Settings | None = None) -> Quart:
     hub = Hub()
     broker = Broker(settings, hub)
     fd_guard = app.extensions[fdlimit.EXTENSION] = fdlimit.FdGuard()
-    chat = app.extensions[EXTENSION] = Chat(settings, hub, broker, fd_guard=fd_guard, verifier=verifier)
+    verdict = fastpath.decide(settings.fast_path)  # which fast paths connections take (never half)
+    chat = app.extensions[EXTENSION] = Chat(settings, hub, broker, fd_guard=fd_guard, verifier=verifier,
+                                            verdict=verdict)
     collector = chat.collector = metrics.ChatCollector(chat.snapshot, None)
     chat.registry.register(collector)
     ProcessCollector(registry=chat.registry)
-    # The lean connection class (asgi.py) unless CHAT_FAST_PATH=0 or Quart's internals differ.
-    app.asgi_websocket_class = connection_class(settings.fast_path)
+    # The lean connection class unless CHAT_FAST_PATH=0 or Quart's internals differ.
+    app.asgi_websocket_class = fastpath.connection_class(verdict)
     for blueprint in (pages.bp, ws.bp, api.bp):
         app.register_blueprint(blueprint)
 
@@ -82,7 +77,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         )
         logging.getLogger("quart_chat").info("auth: %s", "open (any name)" if verifier is None else verifier.describe())
         pass_sigterm_to_supervisor()
-        check_fast_paths(settings.fast_path)  # warns when an internal the fast paths use is missing
+        verdict.report()  # warns when an internal the fast paths use is missing
         ignore_shutdown_cancellations()
         watch = on_server_shutdown(chat.going_away)
         if watch is not None:

@@ -1,21 +1,17 @@
-"""The ASGI edge: WebSocket connection handling for Quart, close 1001 at shutdown, signals."""
+"""The ASGI edge: close 1001 on a cancelled WebSocket, the server's shutdown and signals."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import multiprocessing
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from importlib import metadata
 from typing import Any
 
-from quart.asgi import ASGIWebsocketConnection
-
-from . import wire
 from .codes import CloseCode
+from .fastpath.hypercorn import shutdown_event
 
 log = logging.getLogger("quart_chat.asgi")
 
@@ -23,7 +19,7 @@ log = logging.getLogger("quart_chat.asgi")
 SIGTERM_HANDOVER = 1.0
 # Seconds between two looks at a Hypercorn parent's shutdown event (Hypercorn's own worker too).
 SHUTDOWN_POLL = 0.1
-# Scope key under which the server's own ``send`` is kept, for `wire.direct_outbox`.
+# Scope key under which the server's own ``send`` is kept, for `fastpath.hypercorn.direct_outbox`.
 RAW_SEND = "quart_chat.raw_send"
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
@@ -75,17 +71,6 @@ class _TrackingSend:
         await self.send(message)
 
 
-def _hypercorn_shutdown_event() -> Any:
-    """The multiprocessing Event a Hypercorn parent sets to stop this worker, or None.
-
-    Hypercorn hands it to its worker as a keyword argument of the Process (``-w N``, and the
-    default of one worker); a server running in this very process has none.
-    """
-    kwargs = getattr(multiprocessing.current_process(), "_kwargs", None)
-    event = kwargs.get("shutdown_event") if isinstance(kwargs, dict) else None
-    return event if callable(getattr(event, "is_set", None)) else None
-
-
 def on_server_shutdown(callback: Callable[[], object]) -> asyncio.Task[None] | None:
     """Call ``callback`` once, in the running loop, as soon as the server begins to stop.
 
@@ -108,7 +93,7 @@ def on_server_shutdown(callback: Callable[[], object]) -> asyncio.Task[None] | N
             fired = True
             callback()
 
-    event = _hypercorn_shutdown_event()
+    event = shutdown_event()
     if event is not None:
         async def poll() -> None:
             while not event.is_set():
@@ -145,7 +130,7 @@ def pass_sigterm_to_supervisor() -> bool:
     when something else already handles SIGTERM, or when Hypercorn's event is not found.
     """
     parent = multiprocessing.parent_process()
-    shutdown = _hypercorn_shutdown_event()
+    shutdown = shutdown_event()
     if parent is None or parent.pid is None or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return False
     if shutdown is None:
@@ -196,123 +181,3 @@ def chain_exception_handler(loop: asyncio.AbstractEventLoop, take: Callable[[dic
     loop.set_exception_handler(handler)
 
 
-class _ClientGone(asyncio.CancelledError):
-    """The client closed the WebSocket: the view is unwound as Quart does, by cancellation."""
-
-
-class _Pull:
-    """Stands in for Quart's inbound queue: each ``get`` reads the next ASGI event itself."""
-
-    __slots__ = ("_receive",)
-
-    def __init__(self, receive: Callable[[], Awaitable[dict]]) -> None:
-        self._receive = receive
-
-    async def get(self) -> str | bytes | None:
-        """The next inbound message; a disconnect unwinds the view as a cancellation."""
-        while True:
-            event = await self._receive()
-            kind = event["type"]
-            if kind == "websocket.receive":
-                text = event.get("text")
-                return text if text is not None else event.get("bytes")
-            if kind == "websocket.disconnect":
-                raise _ClientGone()
-
-
-def _params(func: Any) -> list[str] | None:
-    try:
-        return list(inspect.signature(func).parameters)
-    except (TypeError, ValueError):
-        return None
-
-
-def quart_problems() -> list[str]:
-    """What `DirectWebsocketConnection` needs from the installed Quart, and is missing."""
-    problems = []
-    for name, params in (("_create_websocket_from_scope", ["self", "send"]),
-                         ("handle_websocket", ["self", "websocket", "send"])):
-        got = _params(getattr(ASGIWebsocketConnection, name, None))
-        if got != params:
-            problems.append(f"Quart's ASGIWebsocketConnection.{name}({', '.join(got or ['?'])}) "
-                            f"is not ({', '.join(params)})")
-    return problems
-
-
-def connection_class(fast_path: bool) -> type[ASGIWebsocketConnection]:
-    """The Quart WebSocket connection class to use: the lean one when allowed and possible."""
-    if fast_path and not quart_problems():
-        return DirectWebsocketConnection
-    return ASGIWebsocketConnection
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
-def check_fast_paths(fast_path: bool) -> list[str]:
-    """Check once, at start-up, the internals both fast paths rely on; log what is found.
-
-    Returns the problems (empty when the fast paths are on and everything is as expected).
-    A problem is a warning in the log and, for the outbound path, shows in ``/healthz``.
-    """
-    versions = ", ".join(f"{d} {_version(d)}" for d in ("quart", "hypercorn", "wsproto"))
-    if not fast_path:
-        log.info("fast paths off (CHAT_FAST_PATH=0): Quart's own WebSocket handling and the "
-                 "portable outbound path (%s)", versions)
-        return []
-    problems = quart_problems()
-    for problem in problems:
-        log.warning("lean WebSocket connection class off, using Quart's own: %s (%s)", problem, versions)
-    outbound = wire.check_internals()
-    for problem in outbound:
-        wire.STATUS.fell_back(problem, connection=False)
-    if not problems and not outbound:
-        log.info("fast paths on: lean WebSocket connections, direct outbound path (%s)", versions)
-    return problems + outbound
-
-
-_probe_failed = False
-
-
-class DirectWebsocketConnection(ASGIWebsocketConnection):
-    """Quart's WebSocket handling without the reader task and inbound queue it adds per connection.
-
-    Quart runs each WebSocket as two tasks (one moves ASGI events into an unbounded queue,
-    one runs the view) plus the server's own task. A chat server holds thousands of mostly
-    idle connections, so here the view runs in the server's task and ``websocket.receive()``
-    reads the next event straight from the server: less memory per connection, one hop less
-    per frame, and inbound frames are never buffered without bound (PITFALLS.md). Routing,
-    blueprints, contexts, ``before_websocket`` hooks and error handling stay Quart's own.
-    """
-
-    async def __call__(self, receive: Any, send: Any) -> None:
-        # Kept as lean as before the probe: this frame lives as long as the connection.
-        websocket = self._lean_websocket(receive, send)
-        if websocket is None:
-            return await self._quarts_own(receive, send)
-        try:
-            await self.handle_websocket(websocket, send)
-        except _ClientGone:
-            pass  # a normal end: the client left
-
-    async def _quarts_own(self, receive: Any, send: Any) -> None:
-        await ASGIWebsocketConnection.__call__(self, receive, send)
-
-    def _lean_websocket(self, receive: Any, send: Any) -> Any:
-        """Quart's Websocket object reading through `_Pull`; None (warned once) if Quart would not."""
-        global _probe_failed
-        pull = self.queue = _Pull(receive)  # type: ignore[assignment]
-        websocket = self._create_websocket_from_scope(send)
-        if getattr(websocket, "_receive", None) == pull.get:
-            return websocket
-        # Quart no longer reads through self.queue.get: run its own code, loudly.
-        if not _probe_failed:
-            _probe_failed = True
-            log.warning("lean WebSocket connection class off, using Quart's own: Quart %s does not "
-                        "read frames through ASGIWebsocketConnection.queue.get", _version("quart"))
-        self.queue = asyncio.Queue()
-        return None

@@ -16,8 +16,9 @@ from . import auth, fdlimit, metrics
 from .broker import Broker
 from .codes import CloseCode
 from .config import Settings
+from .fastpath import STATUS as OUTBOUND
+from .fastpath import Verdict
 from .rooms import Hub
-from .wire import STATUS as OUTBOUND
 
 EXTENSION = "quart_chat"
 
@@ -39,6 +40,8 @@ class Chat:
     collector: metrics.ChatCollector | None = None
     # Token mode (CHAT_AUTH=token): checks every WebSocket's and REST call's token; None: open.
     verifier: auth.Verifier | None = None
+    # Which fast paths connections take, decided once at start-up (fastpath).
+    verdict: Verdict = field(default_factory=lambda: Verdict(enabled=False))
     # Set when the server begins to stop: open WebSockets are closed, new ones refused (503).
     stopping: bool = False
 

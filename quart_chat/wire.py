@@ -3,7 +3,8 @@
 Sending one frame through Quart's ``websocket.send`` costs a writer-task wake-up, Quart's
 ASGI wrapper, Hypercorn's ``WSStream.app_send``, wsproto's encoder, ``H11Protocol`` and a
 lock plus ``drain()`` in ``TCPServer``: several dozen microseconds per receiver per message.
-With HTTP/1.1 under Hypercorn this module instead:
+With HTTP/1.1 under Hypercorn this module instead (`fastpath.hypercorn.direct_outbox` finds the
+connection's transport; nothing here names another library's internals):
 
 - encodes a text frame's WebSocket framing once per frame (`ws_frame` remembers the last
   frame it encoded, and fan-out hands the very same ``str`` to every receiver in a row);
@@ -13,19 +14,16 @@ With HTTP/1.1 under Hypercorn this module instead:
   outbox, a drain task (created only then) flushes them, and more than ``CHAT_SEND_QUEUE``
   waiting frames means a client too slow to keep (close 1013, done by the view).
 
-Server frames are never masked, fragmented or compressed. `decline_compression` keeps
+Server frames are never masked, fragmented or compressed. `fastpath.hypercorn.decline_compression` keeps
 permessage-deflate out of the handshake: a message encoded once for every receiver cannot
 share a per-connection compression context, and a client that compresses its own frames
 (every browser does) would make the server keep a 32 KB inflate window per connection for
 chat messages of a few dozen bytes. (Were it negotiated anyway, an uncompressed message,
 RSV1 = 0, is still valid: RFC 7692 section 6.) These frames mix freely with the ones
 wsproto writes (pings, pongs, the close frame): every write is whole frames. Nothing is
-written once wsproto has left the OPEN state. Where the internals are not what this expects
-(HTTP/2, another server or Hypercorn version), `direct_outbox` returns None and the session
-falls back to `QueueOutbox`, the plain ASGI path: never quietly. The first fallback for each
-reason is logged as a warning, `/healthz` shows the path (``outbound``) and counts the
-fallbacks, and `check_internals` looks for the classes and attributes relied on once at
-start-up. ``CHAT_FAST_PATH=0`` takes the portable path only.
+written once wsproto has left the OPEN state. Where the internals are not what the fast path
+expects (HTTP/2, another server or Hypercorn version), the session uses `QueueOutbox`, the
+plain ASGI path: never quietly (see `fastpath`). ``CHAT_FAST_PATH=0`` takes it only.
 """
 
 from __future__ import annotations
@@ -88,7 +86,7 @@ def _flush_dirty() -> None:
 class DirectOutbox:
     """Pending frames of one connection, written to its transport once per loop pass."""
 
-    __slots__ = ("_writer", "_transport", "_conn", "_open", "_out", "_limit", "_high", "_drainer", "closed")
+    __slots__ = ("_writer", "_transport", "_conn", "_open", "_out", "_limit", "_high", "_drainer", "closed", "on_error")
 
     def __init__(self, writer: asyncio.StreamWriter, conn: Any, open_state: Any, limit: int) -> None:
         self._writer = writer
@@ -100,6 +98,8 @@ class DirectOutbox:
         _low, self._high = self._transport.get_write_buffer_limits()
         self._drainer: asyncio.Task | None = None
         self.closed = False
+        # Called with 1011 when writing fails for another reason than the client leaving.
+        self.on_error: Callable[[int], object] | None = None
 
     def put(self, text: str) -> bool:
         """Queue one frame; False when more than ``limit`` frames wait (a client too slow)."""
@@ -109,6 +109,9 @@ class DirectOutbox:
             if self._drainer is None:
                 _mark_dirty(self)
         elif len(out) > self._limit:
+            if self.closed:  # the connection is gone: nothing will be written, nobody is too slow
+                out.clear()
+                return True
             return False
         return True
 
@@ -129,9 +132,14 @@ class DirectOutbox:
     async def _drain(self) -> None:
         try:
             await self._writer.drain()
-        except Exception:  # the connection is gone; the view cleans up
+        except Exception as err:
             self.closed = True
             self._out.clear()
+            if not isinstance(err, ConnectionError):  # the client leaving is no error: the view cleans up
+                log.warning("outbound drain failed, closing the connection with %d: %r",
+                            CloseCode.INTERNAL_ERROR, err, exc_info=err)
+                if self.on_error is not None:
+                    self.on_error(CloseCode.INTERNAL_ERROR)
             return
         finally:
             self._drainer = None
@@ -232,163 +240,3 @@ def _abort(transport: asyncio.WriteTransport) -> None:
         pass
 
 
-class OutboundStatus:
-    """Which outbound path this process's connections take: for the log and ``/healthz``.
-
-    Process-wide and independent of the number of connections (nothing per connection).
-    """
-
-    def __init__(self) -> None:
-        self.reason: str | None = None  # why the last fallback happened
-        self.fallbacks = 0  # connections that fell back since start-up
-        self._warned: set[str] = set()  # a handful of fixed strings at most
-
-    def fell_back(self, reason: str, connection: bool = True) -> None:
-        """Record a fallback; warn the first time each ``reason`` is seen."""
-        self.reason = reason
-        if connection:
-            self.fallbacks += 1
-        if reason not in self._warned:
-            self._warned.add(reason)
-            log.warning("direct outbound path not available (%s): connections use the portable "
-                        "path instead (QueueOutbox, slower); /healthz counts them as fallbacks", reason)
-
-    def describe(self, fast_path: bool) -> dict[str, Any]:
-        """``{"outbound": ..., "fallbacks": n}`` for ``/healthz``."""
-        if not fast_path:
-            outbound = "portable (CHAT_FAST_PATH=0)"
-        elif self.reason is not None:
-            outbound = f"fallback: {self.reason}"
-        else:
-            outbound = "direct"
-        return {"outbound": outbound, "fallbacks": self.fallbacks}
-
-    def reset(self) -> None:
-        """Forget every fallback (for tests)."""
-        self.__init__()  # type: ignore[misc]
-
-
-STATUS = OutboundStatus()
-
-
-def direct_outbox(raw_send: Any, limit: int) -> DirectOutbox | None:
-    """A `DirectOutbox` for the accepted WebSocket behind Hypercorn's ASGI ``send``, or None.
-
-    ``raw_send`` must be the server's own callable (``WSStream.app_send``), not a wrapper.
-    None means the portable path must be used; the reason is recorded in `STATUS` (and
-    logged the first time).
-    """
-    try:
-        found = _direct_outbox(raw_send, limit)
-    except Exception as err:  # an internal changed shape in a way not foreseen below
-        found = f"unexpected {type(err).__name__}: {err}"
-    if isinstance(found, str):
-        STATUS.fell_back(found)
-        return None
-    return found
-
-
-def decline_compression(raw_send: Any) -> bool:
-    """Make the coming handshake answer without permessage-deflate; False if it cannot.
-
-    Hypercorn always accepts the extension when offered; forgetting the client's offer on its
-    pending `Handshake` is the one way to decline it. Call before ``websocket.accept()``.
-    """
-    return _decline(getattr(getattr(raw_send, "__self__", None), "handshake", None))
-
-
-def _decline(handshake: Any) -> bool:
-    if type(handshake).__name__ != "Handshake" or getattr(handshake, "accepted", True):
-        return False
-    handshake.extensions = None
-    return True
-
-
-def _direct_outbox(raw_send: Any, limit: int) -> DirectOutbox | str:
-    """The outbox, or why there is none."""
-    try:
-        from wsproto.connection import ConnectionState
-    except ImportError:
-        return "wsproto.connection.ConnectionState not found"
-    if raw_send is None:
-        return "the server's send is not in the scope (app not wrapped by asgi.GoingAway)"
-    stream = getattr(raw_send, "__self__", None)
-    if type(stream).__name__ != "WSStream":
-        return f"the server's send is {_name(raw_send)}, not Hypercorn's WSStream.app_send"
-    protocol = getattr(getattr(stream, "send", None), "__self__", None)
-    if type(protocol).__name__ != "H11Protocol":  # HTTP/2 wraps frames in DATA frames
-        if type(protocol).__name__ == "H2Protocol":
-            return "WebSocket over HTTP/2 (RFC 8441)"
-        return f"Hypercorn's WSStream sends through {_name(getattr(stream, 'send', None))}, not H11Protocol"
-    server = getattr(getattr(protocol, "send", None), "__self__", None)
-    writer = getattr(server, "writer", None)
-    if not isinstance(writer, asyncio.StreamWriter):
-        return f"Hypercorn's {type(server).__name__} has no asyncio StreamWriter (not the asyncio worker?)"
-    conn = getattr(stream, "connection", None)
-    if not isinstance(getattr(conn, "state", None), ConnectionState):
-        return "Hypercorn's WSStream.connection is not a wsproto Connection"
-    # A connection no longer OPEN still gets its DirectOutbox: it writes nothing (see flush).
-    extensions = getattr(getattr(conn, "_proto", None), "extensions", None)
-    if extensions is None:
-        return "wsproto's Connection._proto.extensions not found"
-    for ext in extensions:
-        if ext.enabled() and ext.name != "permessage-deflate":
-            return f"WebSocket extension {ext.name!r} negotiated"
-    return DirectOutbox(writer, conn, ConnectionState.OPEN, limit)
-
-
-def _name(obj: Any) -> str:
-    return getattr(obj, "__qualname__", None) or type(obj).__qualname__
-
-
-def check_internals() -> list[str]:
-    """What the direct path needs from the installed Hypercorn and wsproto, and is missing.
-
-    Run once at start-up: an empty list means the classes and attributes `_direct_outbox`
-    looks for exist, and wsproto frames text exactly as `ws_frame` does. (What only a live
-    connection has is checked per connection, by `direct_outbox`.)
-    """
-    problems: list[str] = []
-    try:
-        from hypercorn.asyncio.tcp_server import TCPServer
-        from hypercorn.protocol.h11 import H11Protocol
-        from hypercorn.protocol.ws_stream import WSStream
-    except ImportError as err:
-        problems.append(f"Hypercorn's classes not found ({err})")
-    else:
-        for cls, attr in ((WSStream, "app_send"), (H11Protocol, "stream_send"), (TCPServer, "protocol_send")):
-            if not callable(getattr(cls, attr, None)):
-                problems.append(f"hypercorn {cls.__name__}.{attr} not found")
-        problems.extend(_handshake_problems())
-    try:
-        from wsproto.connection import Connection, ConnectionState, ConnectionType
-        from wsproto.events import TextMessage
-    except ImportError as err:
-        problems.append(f"wsproto's classes not found ({err})")
-    else:
-        conn = Connection(ConnectionType.SERVER)
-        if conn.state is not ConnectionState.OPEN:
-            problems.append("wsproto's Connection.state is not ConnectionState.OPEN when new")
-        if getattr(getattr(conn, "_proto", None), "extensions", None) != []:
-            problems.append("wsproto's Connection._proto.extensions not found")
-        for n in (5, 200, 70000):
-            text = "\u20ac" * n
-            if conn.send(TextMessage(data=text)) != ws_frame(text):
-                problems.append(f"wsproto frames a text of {n} characters differently")
-                break
-    return problems
-
-
-def _handshake_problems() -> list[str]:
-    """Whether `decline_compression` still works: a declined offer gets no extension back."""
-    try:
-        from hypercorn.protocol.ws_stream import Handshake
-        handshake = Handshake([(b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
-                               (b"sec-websocket-extensions", b"permessage-deflate")], "1.1")
-        declined = _decline(handshake)
-        _status, headers, _conn = handshake.accept(None, [])
-    except Exception as err:  # any change of shape means: cannot decline
-        return [f"hypercorn's WebSocket Handshake changed ({type(err).__name__}: {err})"]
-    if not declined or any(name == b"sec-websocket-extensions" for name, _ in headers):
-        return ["hypercorn's WebSocket Handshake can no longer decline permessage-deflate"]
-    return []

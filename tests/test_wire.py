@@ -1,4 +1,4 @@
-"""The outbound path (wire.py) and the lean connection class (asgi.py) fail loudly, never quietly.
+"""The outbound path (wire.py) and the fast paths' verdict (fastpath/) fail loudly, never quietly.
 
 Unit tests without a socket: frames as wsproto makes them, the internals both fast paths
 rely on, `QueueOutbox` closing with 1011 when its writer dies, `direct_outbox` falling back
@@ -20,8 +20,13 @@ import pytest
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import TextMessage
 
-from quart_chat import asgi, wire
-from quart_chat.wire import CLOSE_INTERNAL_ERROR, QueueOutbox, direct_outbox, ws_frame
+from quart_chat import fastpath, wire
+from quart_chat.codes import CloseCode
+from quart_chat.fastpath import STATUS
+from quart_chat.fastpath.hypercorn import direct_outbox
+from quart_chat.wire import QueueOutbox, ws_frame
+
+CLOSE_INTERNAL_ERROR = CloseCode.INTERNAL_ERROR
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,9 +36,9 @@ FAST_PATH = os.environ.get("CHAT_FAST_PATH", "").strip().lower() not in ("0", "f
 @pytest.fixture(autouse=True)
 def fresh_status():
     """Each test starts with no fallback recorded, and leaves none behind."""
-    wire.STATUS.reset()
+    STATUS.reset()
     yield
-    wire.STATUS.reset()
+    STATUS.reset()
 
 
 # ---------------------------------------------------------------- frames and internals
@@ -47,29 +52,39 @@ def test_ws_frame_is_what_wsproto_writes(n):
 def test_installed_internals_are_the_expected_ones():
     """An upgrade of Hypercorn, wsproto or Quart that changes what the fast paths use fails here
     (and, running, each instance would warn at start-up and take the portable path)."""
-    assert wire.check_internals() == []
-    assert asgi.quart_problems() == []
-    assert asgi.connection_class(True) is asgi.DirectWebsocketConnection
-    assert asgi.connection_class(False) is asgi.ASGIWebsocketConnection
+    from quart.asgi import ASGIWebsocketConnection
+
+    verdict = fastpath.decide(True)
+    assert verdict.lean and verdict.direct and verdict.lean_problems == verdict.direct_problems == ()
+    assert fastpath.connection_class(verdict) is fastpath.quart.LeanWebsocketConnection
+    off = fastpath.decide(False)
+    assert not off.lean and not off.direct
+    assert fastpath.connection_class(off) is ASGIWebsocketConnection
 
 
-def test_start_up_check_logs_the_paths(caplog):
+def test_start_up_verdict_logs_the_paths(caplog):
     caplog.set_level(logging.INFO, logger="quart_chat")
-    assert asgi.check_fast_paths(True) == []
-    assert asgi.check_fast_paths(False) == []
+    fastpath.decide(True).report()
+    fastpath.decide(False).report()
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.startswith("fast paths on") for line in lines), lines
     assert any(line.startswith("fast paths off (CHAT_FAST_PATH=0)") for line in lines), lines
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_start_up_problem_is_a_warning_and_shows_in_health(caplog, monkeypatch):
-    monkeypatch.setattr(wire, "check_internals", lambda: ["hypercorn WSStream.app_send not found"])
-    assert asgi.check_fast_paths(True) == ["hypercorn WSStream.app_send not found"]
+def test_a_start_up_problem_decides_the_path_warns_and_shows_in_health(caplog, monkeypatch):
+    """The verdict is what connections take: with Hypercorn's internals missing no connection
+    uses the direct path, and /healthz says why for as long as the process runs."""
+    monkeypatch.setattr(fastpath.hypercorn, "problems", lambda: ["hypercorn WSStream.app_send not found"])
+    verdict = fastpath.decide(True)
+    assert verdict.lean and not verdict.direct
+    verdict.report()
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "hypercorn WSStream.app_send not found" in warning.getMessage()
-    assert wire.STATUS.describe(True) == {"outbound": "fallback: hypercorn WSStream.app_send not found",
-                                          "fallbacks": 0}
+    assert STATUS.describe(True) == {"outbound": "fallback: hypercorn WSStream.app_send not found",
+                                     "fallbacks": 0}
+    monkeypatch.setattr(fastpath.quart, "problems", lambda: ["Quart changed"])
+    assert fastpath.connection_class(fastpath.decide(True)) is not fastpath.quart.LeanWebsocketConnection
 
 
 # ---------------------------------------------------------------- QueueOutbox
@@ -204,7 +219,7 @@ async def test_direct_outbox_writes_whole_frames_once_per_pass(socket_pair):
     assert box.put("one") and box.put("two \u20ac")
     await asyncio.sleep(0.05)
     assert peer.recv(1000) == ws_frame("one") + ws_frame("two \u20ac")
-    assert wire.STATUS.describe(True) == {"outbound": "direct", "fallbacks": 0}
+    assert STATUS.describe(True) == {"outbound": "direct", "fallbacks": 0}
     box.close()
 
 
@@ -246,12 +261,14 @@ async def test_direct_outbox_falls_back_with_a_reason_logged_once(socket_pair, c
         raw_send.__self__.connection = Surprising()
     for _ in range(3):
         assert direct_outbox(raw_send, 100) is None
-    status = wire.STATUS.describe(True)
+    status = STATUS.describe(True, portable_now=3)
     assert status["fallbacks"] == 3 and status["outbound"].startswith("fallback: ")
     assert reason in status["outbound"]
+    # Once those connections are gone, so is the cause: the count of fallbacks stays.
+    assert STATUS.describe(True, portable_now=0) == {"outbound": "direct", "fallbacks": 3}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and reason in warnings[0]  # once, not per connection
-    assert wire.STATUS.describe(False)["outbound"] == "portable (CHAT_FAST_PATH=0)"
+    assert STATUS.describe(False)["outbound"] == "portable (CHAT_FAST_PATH=0)"
 
 
 async def test_a_connection_no_longer_open_still_gets_the_direct_outbox_and_writes_nothing(socket_pair):
@@ -262,7 +279,7 @@ async def test_a_connection_no_longer_open_still_gets_the_direct_outbox_and_writ
     list(conn.events())
     assert conn.state is not ConnectionState.OPEN
     box = direct_outbox(WSStream(H11Protocol(TCPServer(writer)), conn).app_send, 100)
-    assert isinstance(box, wire.DirectOutbox) and wire.STATUS.fallbacks == 0
+    assert isinstance(box, wire.DirectOutbox) and STATUS.fallbacks == 0
     box.put("dropped")
     await asyncio.sleep(0.05)
     with pytest.raises(BlockingIOError):
@@ -284,10 +301,12 @@ async def test_not_hypercorn_means_portable_path_said_once_and_counted(app_on_re
             body = await health(app_on_redis)
             assert body["connections"] == 1 and body["direct"] == 0
     assert body["fallbacks"] == 2
-    assert body["outbound"].startswith("fallback: the server's send is ")
+    assert body["outbound"].startswith("fallback: the server's send is ")  # while one was open
     warnings = [r.getMessage() for r in caplog.records
-                if r.levelno == logging.WARNING and r.name == "quart_chat.wire"]
+                if r.levelno == logging.WARNING and r.name == "quart_chat.fastpath"]
     assert len(warnings) == 1 and "not Hypercorn's WSStream.app_send" in warnings[0]
+    after = await health(app_on_redis)  # the cause went with the connections; the count stays
+    assert after["connections"] == 0 and after["outbound"] == "direct" and after["fallbacks"] == 2
 
 
 async def test_writer_that_dies_closes_the_connection_with_1011(app_on_redis, monkeypatch, caplog):
@@ -345,3 +364,47 @@ def test_permessage_deflate_declined_on_the_fast_path(cluster):
             assert agreed is None
         else:
             assert agreed is not None and agreed.startswith("permessage-deflate")
+
+
+class _BackedUpWriter:
+    """A StreamWriter whose socket is always backed up and whose drain fails with ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.transport = self
+        self.written: list[bytes] = []
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return 0, 0
+
+    def get_write_buffer_size(self) -> int:
+        return 1  # over the high-water mark of 0: every flush starts a drain
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    async def drain(self) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize("error, code", [(RuntimeError("the writer broke"), CLOSE_INTERNAL_ERROR),
+                                         (ConnectionResetError(), None)])
+async def test_a_failed_drain_is_1011_unless_the_client_left(error, code, caplog):
+    """A drain that fails for a reason of ours closes with 1011, logged; a client that reset
+    its connection is no error, and never becomes a 'too slow' 1013 either."""
+    open_state = object()
+    conn = type("Conn", (), {"state": open_state})()
+    box = wire.DirectOutbox(_BackedUpWriter(error), conn, open_state, limit=3)
+    codes: list[int] = []
+    box.on_error = codes.append
+    assert box.put("first")
+    await asyncio.sleep(0.05)  # flushed, then the drain failed
+    assert box.closed
+    assert codes == ([] if code is None else [code])
+    logged = [r for r in caplog.records if r.levelno == logging.WARNING and "drain failed" in r.getMessage()]
+    assert len(logged) == (0 if code is None else 1)
+    assert all(box.put(f"more {n}") for n in range(10))  # never 'too slow' once it is gone
+    assert box.backlog() <= 4

@@ -10,10 +10,10 @@ from quart import Blueprint, Response, g, jsonify, request
 from ..auth import Identity, TokenRefused, bearer
 from ..broker import Unavailable
 from ..chat import get_chat
+from ..fastpath import STATUS as OUTBOUND
 from ..fdlimit import health_fields
 from ..history import parse_page_args, parse_rooms_args
 from ..protocol import ProtocolError, dumps, validate_room
-from ..wire import STATUS as OUTBOUND
 from ..wire import DirectOutbox
 
 bp = Blueprint("api", __name__)
@@ -122,12 +122,12 @@ async def healthz() -> tuple[Response, int]:
     chat = get_chat()
     ok = await chat.broker.health()
     sessions = list(chat.hub.receivers)
+    # Connections on the direct outbound path (wire.py); the rest use the portable one.
+    direct = sum(isinstance(getattr(s, "outbox", None), DirectOutbox) for s in sessions)
     body = {"status": "ok" if ok else "degraded", "instance": chat.settings.instance,
-            "redis": "ok" if ok else "down", "connections": len(sessions),
-            # Connections on the direct outbound path (wire.py); the rest use the ASGI fallback.
-            "direct": sum(isinstance(getattr(s, "outbox", None), DirectOutbox) for s in sessions),
-            # "direct", "portable (CHAT_FAST_PATH=0)" or "fallback: <why>"; "fallbacks" counted.
-            **OUTBOUND.describe(chat.settings.fast_path)}
+            "redis": "ok" if ok else "down", "connections": len(sessions), "direct": direct,
+            # "direct", "portable (CHAT_FAST_PATH=0)" or "fallback: <why>" (now); "fallbacks" counted.
+            **OUTBOUND.describe(chat.settings.fast_path, len(sessions) - direct)}
     body.update(health_fields())  # "refused" handshakes by reason, "nofile" limits (fdlimit.py)
     return jsonify(body), 200 if ok else 503
 

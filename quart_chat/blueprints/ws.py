@@ -1,7 +1,8 @@
 """The WebSocket route ``/ws``: origin check, a tight receive loop, an outbox that never waits.
 
-Quart runs it through `asgi.DirectWebsocketConnection`, which keeps Quart's routing and
-contexts but drops the extra task and queue Quart adds per connection.
+Quart runs it through `fastpath.quart.LeanWebsocketConnection` (unless the start-up verdict
+says otherwise), which keeps Quart's routing and contexts but drops the extra task and queue
+Quart adds per connection.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from ..asgi import RAW_SEND
 from ..auth import Identity, TokenRefused, bearer, query_token
 from ..chat import Chat, get_chat
 from ..codes import CloseCode
+from ..fastpath.hypercorn import decline_compression, direct_outbox
 from ..fdlimit import refuse_handshake
 from ..forwarded import client_address, is_loopback, origin_allowed, request_origin
 from ..session import Session
-from ..wire import QueueOutbox, decline_compression, direct_outbox
+from ..wire import QueueOutbox
 
 bp = Blueprint("ws", __name__)
 log = logging.getLogger("quart_chat.ws")
@@ -121,7 +123,8 @@ async def ws() -> Response | None:
     settings = chat.settings
     view = asyncio.current_task()
     assert view is not None  # a view always runs in a task
-    if settings.fast_path:
+    direct = chat.verdict.direct
+    if direct:
         decline_compression(websocket.scope.get(RAW_SEND))  # (wire.py says why)
     await websocket.accept()
     # The request headers were read for the last time above, and an idle connection would keep
@@ -130,12 +133,11 @@ async def ws() -> Response | None:
     websocket.scope["headers"] = ()
     # Straight to the socket under Hypercorn/HTTP 1.1; through Quart's send elsewhere.
     # (CHAT_FAST_PATH=0: always the latter.) A dead writer closes with 1011 through the session.
-    outbox = ((settings.fast_path and direct_outbox(websocket.scope.get(RAW_SEND), settings.send_queue))
+    outbox = ((direct and direct_outbox(websocket.scope.get(RAW_SEND), settings.send_queue))
               or QueueOutbox(websocket.send, settings.send_queue))
     session = Session(settings, chat.hub, chat.broker, outbox, on_abort=view.cancel,
                       identity=identity)
-    if isinstance(outbox, QueueOutbox):  # (not a closure over session: no cell per connection)
-        outbox.on_error = session.abort
+    outbox.on_error = session.abort  # a dead writer: 1011 (a bound method: no cell per connection)
     chat.hub.attach(session)
     expiry = None if identity is None else _expire(session, identity.exp)
     limit = settings.max_frame
