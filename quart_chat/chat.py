@@ -72,7 +72,8 @@ class Chat:
         return {
             "connections": len(hub.receivers), "rooms_local": len(hub.rooms), "sent": stats.sent,
             "duplicates": stats.duplicates, "delivered": stats.delivered, "catchup": stats.catchup,
-            "reconnects": sub.reconnects, "errors": dict(stats.errors),
+            "reconnects": sub.reconnects, "janitor_passes": self.broker.presence.janitor_passes,
+            "errors": dict(stats.errors),
             "closes": {str(code): n for code, n in stats.closes.items()}, "refused": refused,
             "redis_up": 1 if redis_ok else 0, "subscriber_up": 1 if sub.live else 0,
             "delivery_lag": stats.delivery_lag.snapshot(),

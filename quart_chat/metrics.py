@@ -106,6 +106,8 @@ def _metrics(values: dict[str, Any]) -> Iterator[Metric]:
                     values["delivery_lag"])
     yield counter("subscriber_reconnects", "Times the subscriber subscribed again after its link broke.",
                   values["reconnects"])
+    yield counter("janitor_passes", "Whole passes of the janitor (dead nodes swept, failed leaves retried, "
+                  "idle rooms removed), every 7.5 to 12.5 s.", values.get("janitor_passes", 0))
     yield counter("catchup_messages", "Messages delivered from the streams by catch-up (G5).", values["catchup"])
     yield counter("slow_consumer_drops", "Connections closed with 1013 (a client that did not read).",
                   values["closes"].get("1013", 0))

@@ -54,6 +54,7 @@ class Presence:
         # Members whose removal failed (Redis away): (room, field) -> user, retried by the janitor.
         self.orphans: dict[tuple[str, str], str] = {}
         self.last_ok = 0.0  # monotonic time of the last heartbeat Redis took
+        self.janitor_passes = 0  # whole passes done (/metrics: is the janitor running?)
 
     # ------------------------------------------------------------ members
     def leave_event(self, room: str, user: str, field: str) -> str:
@@ -95,6 +96,8 @@ class Presence:
                 await self.sweep_once()
             except (*UNREACHABLE, RedisError) as err:
                 log.debug("janitor could not finish: %s", err)
+            else:
+                self.janitor_passes += 1
 
     async def sweep_once(self) -> None:
         """One pass of every clean-up the janitor does."""

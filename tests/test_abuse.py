@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from client import ChatClient
 from cluster import ChatInstance, RedisProcess
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.portable]
 
 ABSENT = object()
 
@@ -184,6 +184,7 @@ def _fill(value, room):
     return value
 
 
+@pytest.mark.once  # the same on either outbound path: not again in the portable pass
 @pytest.mark.parametrize("frame, code, ref", CASES, ids=[f"{c}-{n}" for n, (_, c, _) in enumerate(CASES)])
 async def test_refused_frame(joined, r, room, frame, code, ref):
     abuser, peer = joined
@@ -465,6 +466,7 @@ async def test_markup_is_data(cluster, r, room):
 
 
 # ---------------------------------------------------------------- secrets
+@pytest.mark.once  # the same on either outbound path: not again in the portable pass
 async def test_logs_never_show_the_redis_password(make_cluster, tmp_path, room):
     password = "Sup3r-s3cret-pw-7f1c"
     wrong = "Wr0ng-s3cret-pw-a9d2"

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from client import ChatClient, id_key
 from cluster import RedisProcess
 
-pytestmark = [pytest.mark.timeout(90), pytest.mark.per_version]
+pytestmark = [pytest.mark.timeout(90), pytest.mark.per_version, pytest.mark.portable]
 
 
 # ---------------------------------------------------------------- helpers
@@ -234,6 +234,7 @@ async def test_redis_outage_unavailable_then_recovery_with_catch_up(make_cluster
         assert [m["text"] for m in await cl.messages(1)] == ["from the paused one"]
 
 
+@pytest.mark.once  # the same on either outbound path: not again in the portable pass
 async def test_redis_frozen_unavailable_means_not_stored(make_cluster, room):
     """Redis stops answering without closing anything (SIGSTOP: a stalled host, a long fork).
     A send must still be answered `unavailable` within a few seconds, and since that answer
@@ -280,6 +281,7 @@ class Collecting:
         self.frames.append(json.loads(frame))
 
 
+@pytest.mark.once  # the same on either outbound path: not again in the portable pass
 async def test_catch_up_covers_a_join_in_flight(tmp_path, room):
     """G2 and G5 together, at the one moment they meet: a join whose history was read before
     this instance's subscriber (re)subscribed, but which completes after the catch-up ran.
@@ -317,6 +319,7 @@ async def test_catch_up_covers_a_join_in_flight(tmp_path, room):
 
 
 # ---------------------------------------------------------------- 2. SIGKILL
+@pytest.mark.once  # the same on either outbound path: not again in the portable pass
 async def test_instance_sigkilled_mid_traffic(make_cluster, room):
     c = make_cluster(3)
     r = redis.Redis.from_url(c.redis.url)

@@ -13,7 +13,7 @@ import redis
 
 from client import ChatClient, id_key
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.portable]
 
 BIG_ENV = {"CHAT_MAX_TEXT": "9000", "CHAT_HISTORY_MAXLEN": "2000"}
 

@@ -28,7 +28,7 @@ from quart_chat.wire import QueueOutbox, ws_frame
 
 CLOSE_INTERNAL_ERROR = CloseCode.INTERNAL_ERROR
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.portable]
 
 FAST_PATH = os.environ.get("CHAT_FAST_PATH", "").strip().lower() not in ("0", "false", "no", "off")
 
