@@ -256,3 +256,34 @@ def test_sentinel_url():
     for bad in ("redis://h:1", "redis+sentinel://h", "redis+sentinel://h:1/x/y", "redis+sentinel://h:1/0/a/b"):
         with pytest.raises(ValueError):
             parse_sentinel_url(bad)
+
+
+# ---------------------------------------------------------------- setting parsers, one kind each
+@pytest.mark.parametrize("env, message", [
+    ({"CHAT_MAX_TEXT": "abc"}, "CHAT_MAX_TEXT must be a whole number, got 'abc'"),
+    ({"CHAT_MAX_TEXT": "0"}, "CHAT_MAX_TEXT must be at least 1, got 0"),
+    ({"CHAT_ROOM_TTL": "-5"}, "CHAT_ROOM_TTL must be at least 0, got -5"),
+    ({"CHAT_FAST_PATH": "maybe"}, "CHAT_FAST_PATH must be 1 or 0, got 'maybe'"),
+    ({"CHAT_UVLOOP": "2"}, "CHAT_UVLOOP must be 1 or 0, got '2'"),
+    ({"CHAT_LOG_FORMAT": "xml"}, "CHAT_LOG_FORMAT must be one of text, json, got 'xml'"),
+    ({"CHAT_AUTH": "jwt"}, "CHAT_AUTH must be one of open, token, got 'jwt'"),
+    ({"CHAT_TRUSTED_PROXIES": "10.0.0.0/8, nope"}, "CHAT_TRUSTED_PROXIES: 'nope' is not an address or CIDR"),
+    ({"CHAT_RATE": "20 per 10"}, "CHAT_RATE must look like N/S (e.g. 20/10), got '20 per 10'"),
+    ({"REDIS_URL": "http://h:6379"}, "REDIS_URL has scheme 'http'; it must start with redis://"),
+    ({"REDIS_URL": "redis://h:port/0"}, "REDIS_URL is not a usable redis:// URL: its port must be a number"),
+    ({"REDIS_URL": "redis://h/zero"}, "REDIS_URL is not a usable redis:// URL: the path must be /DB"),
+    ({"CHAT_AUTH": "token", "CHAT_JWT_SECRET": "short"}, "CHAT_JWT_SECRET must be at least 32 bytes"),
+])
+def test_each_bad_setting_names_itself_and_what_is_accepted(env, message):
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env)
+    assert str(err.value).startswith(message)
+
+
+def test_setting_parsers_accept_what_they_promise():
+    s = Settings.from_env({"CHAT_FAST_PATH": " OFF ", "CHAT_UVLOOP": "no", "CHAT_LOG_FORMAT": "JSON",
+                           "CHAT_TRUSTED_PROXIES": "10.0.0.0/8, ::1 ,", "CHAT_ROOM_TTL": "0",
+                           "CHAT_JWT_AUDIENCE": "a, b ,a", "REDIS_URL": " unix:///run/redis.sock "})
+    assert (s.fast_path, s.uvloop, s.log_format, s.room_ttl) == (False, False, "json", 0)
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
+    assert s.jwt_audience == ("a", "b") and s.redis_url == "unix:///run/redis.sock"

@@ -82,3 +82,48 @@ def test_catch_up_start():
     hub.finish_join(b, "r", (7, 0))
     assert hub.catchup_from("r") == (5, 0)
     assert hub.catchup_from("nope") is None
+
+
+async def test_a_failed_join_rolls_back_unless_the_receiver_was_in_the_room():
+    """`Hub.join`: when reading the history fails, a new joiner is out of the room again (no
+    live delivery, no buffer left behind); one that was already in it stays, untouched."""
+    import pytest
+
+    hub, new, old = Hub(), Sink("new"), Sink("old")
+    await hub.join(old, "r", _read(["h"]), lambda history: None)
+
+    async def broken() -> list[str]:
+        raise ConnectionError("Redis went away")
+
+    for receiver in (new, old):
+        with pytest.raises(ConnectionError):
+            await hub.join(receiver, "r", broken, lambda history: None)
+    assert not hub.is_member(new, "r") and hub.is_member(old, "r")
+    assert new not in hub.rooms["r"].pending and old not in hub.rooms["r"].pending
+    hub.dispatch("r", (5, 0), "live")
+    assert new.got == [] and old.got == ["live"]
+    # A join that read nothing and had nobody else leaves no room behind either.
+    alone = Sink("alone")
+    with pytest.raises(ConnectionError):
+        await hub.join(alone, "empty", broken, lambda history: None)
+    assert "empty" not in hub.rooms
+
+
+def _read(history: list[str]):
+    async def read() -> list[str]:
+        return history
+    return read
+
+
+def test_metrics_merge_adds_workers_up():
+    """`metrics.merge`: numbers and histogram buckets summed, tables per key, health the worst
+    of the workers, the deepest outbox the deepest of any."""
+    from quart_chat.metrics import merge
+
+    a = {"sent": 3, "redis_up": 1, "subscriber_up": 1, "outbox_max": 2, "closes": {"1001": 1},
+         "join_seconds": [1.0, 2.0], "workers": 1}
+    b = {"sent": 4, "redis_up": 0, "subscriber_up": 1, "outbox_max": 7, "closes": {"1001": 2, "1013": 1},
+         "join_seconds": [0.5, 0.5], "workers": 1}
+    assert merge([a, b]) == {"sent": 7, "redis_up": 0, "subscriber_up": 1, "outbox_max": 7,
+                             "closes": {"1001": 3, "1013": 1}, "join_seconds": [1.5, 2.5], "workers": 2}
+    assert merge([a]) == a and merge([]) == {}
