@@ -1,4 +1,4 @@
-"""Token mode (PROTOCOL.md section 9): who a connection is, and which rooms it may enter.
+"""Token mode (docs/token-mode.md): who a connection is, and which rooms it may enter.
 
 Pure functions over the settings and a token's text; no sockets, no Redis, no request
 objects. The site that embeds the chat signs a JWT (HS256 with a shared secret, or RS256 /
@@ -214,7 +214,7 @@ def bearer(header: str | None) -> str | None:
 
 # ---------------------------------------------------------------- issuing (the site's side)
 # The chat never needs these: `quart-chat token` and `quart-chat demo --auth` use them, and
-# they show what a site does (README, "Token mode").
+# they show what a site does (docs/token-mode.md).
 TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -247,7 +247,7 @@ def signing_key(private_pem: bytes) -> tuple[Any, str]:
 
 def issue(key: Any, algorithm: str, name: str, sub: str, rooms: list[str] | None = None, ttl: int = 3600,
           audience: str = "", issuer: str = "", now: float | None = None) -> str:
-    """A token for ``name`` (the claims of PROTOCOL.md section 9), valid ``ttl`` seconds."""
+    """A token for ``name`` (the claims of docs/token-mode.md), valid ``ttl`` seconds."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"sub": sub, "name": name, "iat": issued, "exp": issued + ttl}
     if rooms is not None:

@@ -155,7 +155,7 @@ class Broker:
         try:
             if wait:
                 # WAIT cannot run inside a script: the pipeline sends it right behind, on the
-                # same connection, so it covers this write (PROTOCOL.md section 8).
+                # same connection, so it covers this write (docs/deploying.md, "Redis with Sentinel").
                 pipe = self.redis.pipeline(transaction=False)
                 await self._append(keys=keys, args=args, client=pipe)
                 pipe.execute_command("WAIT", wait, self.settings.redis_wait_ms)

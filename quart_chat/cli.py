@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="start with no history: empty the embedded Redis's data first "
                         "(refused when a Redis already answers at $REDIS_URL: the demo flushes none it did not start)")
     t = sub.add_parser("token", help="print a signed token and the page URL that carries it",
-                       description="Sign a token as the site embedding the chat would (PROTOCOL.md section 9): "
+                       description="Sign a token as the site embedding the chat would (docs/token-mode.md): "
                                    "HS256 with $CHAT_JWT_SECRET, or RS256/ES256 with --private-key. "
                                    "Prints the token, then the page URL with it in the fragment.")
     t.add_argument("--name", required=True, help="the user name shown, fixed for the connection")

@@ -422,7 +422,9 @@ class ChatClient:
 
     async def join(self, room: str, since: str | None = None) -> Joined:
         """Join ``room`` (``since``: a message id, to get everything after it) and stay in it
-        across reconnects. Raises `ChatError` when refused."""
+        across reconnects (connecting first if need be). Raises `ChatError` when refused."""
+        from websockets.exceptions import WebSocketException
+
         st = self._state
         st.rooms.setdefault(room, since)
         while True:
@@ -432,7 +434,7 @@ class ChatClient:
             except ChatError:
                 st.rooms.pop(room, None)
                 raise
-            except (ConnectionError, TimeoutError):
+            except (ConnectionError, TimeoutError, WebSocketException):
                 await asyncio.sleep(0.05)  # the link dropped meanwhile: on the next one
 
     async def leave(self, room: str) -> None:
@@ -515,6 +517,8 @@ class ChatClient:
                 self.dropped_events += 1
 
     async def _wait_up(self) -> _Link:
+        if self._task is None and not self._closed:  # join() or send() before connect()
+            self._task = asyncio.create_task(self._run())
         while True:
             if self._fatal is not None or self._closed or (self._task is not None and self._task.done()):
                 raise ConnectionError("client closed") from self._fatal

@@ -128,7 +128,7 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of one instance; see PROTOCOL.md section 1 for the meaning of each."""
+    """Every knob of one instance; see docs/configuration.md for the meaning of each."""
 
     redis_url: str = "redis://localhost:6379/0"
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -147,7 +147,7 @@ class Settings:
     redis_wait_replicas: int = 0
     redis_wait_ms: int = 500
     log_format: str = "text"
-    # Token mode (PROTOCOL.md section 9, quart_chat/auth.py): "open" or "token". The secret
+    # Token mode (docs/token-mode.md, quart_chat/auth.py): "open" or "token". The secret
     # (HS256) or the PEM public key (RS256, ES256; CHAT_JWT_PUBLIC_KEY may name a file) that
     # tokens are checked with, and the audiences/issuer they must carry when set.
     auth: str = "open"
@@ -155,7 +155,7 @@ class Settings:
     jwt_public_key: str = ""
     jwt_audience: tuple[str, ...] = ()
     jwt_issuer: str = ""
-    # G8: how long a (room, user, client_id) is remembered; PROTOCOL.md says 10 minutes.
+    # G8: how long a (room, user, client_id) is remembered; docs/protocol.md says 10 minutes.
     dedupe_seconds: int = 600
     # The direct outbound path of `wire` (CHAT_FAST_PATH=0: the portable ASGI path only).
     fast_path: bool = True

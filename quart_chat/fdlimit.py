@@ -71,7 +71,7 @@ RETRY_AFTER = 10  # seconds, in the 503's Retry-After header
 REASON_HANDSHAKE = "fd_limit"  # answered 503 before accept: the client was told
 REASON_ACCEPT = "fd_accept"  # accept() itself failed and the event loop reported it
 HINT = ("raise the hard limit: LimitNOFILE= in a systemd unit, --ulimit nofile= for a container "
-        "(README: Deployment: open files)")
+        "(docs/deploying.md: open files)")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """What an operator watches: counters kept as plain numbers, turned into Prometheus metrics
-only when ``/metrics`` is scraped (PROTOCOL.md section 10).
+only when ``/metrics`` is scraped (docs/observability.md).
 
 The hot path only ever does ``stats.x += n`` or a bisect into a bucket list: no locks, no
 label lookups, no prometheus_client objects per message. `ChatCollector` reads the numbers

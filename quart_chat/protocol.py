@@ -1,4 +1,5 @@
-"""The wire protocol of PROTOCOL.md section 4, as plain functions: no sockets, no Redis.
+"""The wire protocol (docs/protocol.md, "Frames from the client" and "Frames from the server")
+as plain functions: no sockets, no Redis.
 
 `parse_frame` turns one client frame into a command or raises `ProtocolError`; the
 ``encode_*`` helpers build server frames. Everything here is pure and unit-tested.
@@ -94,7 +95,7 @@ def format_stream_id(sid: StreamId) -> str:
 
 
 # ---------------------------------------------------------------- validation
-# Unicode's White_Space property: what PROTOCOL.md section 6 trims. Not str.strip()'s set,
+# Unicode's White_Space property: what docs/protocol.md, "Limits and validation" trims. Not str.strip()'s set,
 # which also strips the control characters U+001C..U+001F, so "\x1fBob" passed as "Bob".
 WHITE_SPACE = ("\u0009\u000a\u000b\u000c\u000d\u0020\u0085\u00a0\u1680\u2000\u2001\u2002"
                "\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")

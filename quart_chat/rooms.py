@@ -1,7 +1,7 @@
 """This instance's local view of the rooms: which connections are in which room, and fan-out.
 
 Everything here runs on the event loop without awaiting, so each method is atomic with
-respect to the others. That is what makes a join gap-free (PROTOCOL.md G2): a joining
+respect to the others. That is what makes a join gap-free (docs/protocol.md "Guarantees", G2): a joining
 connection is registered *before* its history is read, buffers what the subscriber
 delivers meanwhile, and is switched to live delivery in one step.
 """

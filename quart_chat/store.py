@@ -1,4 +1,4 @@
-"""The Redis layout of PROTOCOL.md section 2: key names, the Lua scripts, the command client.
+"""The Redis layout of docs/protocol.md, "Redis layout": key names, the Lua scripts, the command client.
 
 Keys and channels:
 
@@ -256,7 +256,7 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
 def make_client(url: str, socket_timeout: float | None, pool_size: int | None = None,
                 retries: int = 1) -> Redis:
-    """A Redis client for ``url`` that fails fast while Redis is down (PITFALLS.md).
+    """A Redis client for ``url`` that fails fast while Redis is down (a call never hangs on a dead Redis).
 
     ``retries`` quick retries heal a pooled connection broken by a Redis restart; more
     would only make `unavailable` slow. The subscriber takes none: a retry there would

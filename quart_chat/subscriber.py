@@ -98,7 +98,7 @@ class Subscriber:
         self.last_seen = time.monotonic()
 
     async def catch_up(self) -> None:
-        """Deliver what was stored while this instance was not subscribed (PROTOCOL.md G5)."""
+        """Deliver what was stored while this instance was not subscribed (docs/protocol.md "Guarantees", G5)."""
         hub = self.hub
         for room in list(hub.rooms):
             start = hub.catchup_from(room)

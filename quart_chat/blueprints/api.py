@@ -1,4 +1,4 @@
-"""REST routes: rooms, paged history and health (PROTOCOL.md section 5)."""
+"""REST routes: rooms, paged history and health (docs/protocol.md, "HTTP routes")."""
 
 from __future__ import annotations
 
@@ -134,5 +134,5 @@ async def healthz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 async def metrics() -> Response:
-    """This instance's metrics in the Prometheus text format (PROTOCOL.md section 10)."""
+    """This instance's metrics in the Prometheus text format (docs/observability.md)."""
     return Response(generate_latest(get_chat().registry), content_type=CONTENT_TYPE_LATEST)

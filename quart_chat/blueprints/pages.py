@@ -2,7 +2,7 @@
 
 from quart import Blueprint, render_template
 
-from ..app import get_chat
+from ..chat import get_chat
 
 bp = Blueprint("pages", __name__)
 
@@ -10,4 +10,6 @@ bp = Blueprint("pages", __name__)
 @bp.get("/")
 async def index() -> str:
     """Serve the single-page chat client."""
-    return await render_template("index.html", max_text=get_chat().settings.max_text)
+    settings = get_chat().settings
+    # The page reads the limits it enforces from here, never from a copy of its own.
+    return await render_template("index.html", max_text=settings.max_text, max_frame=settings.max_frame)

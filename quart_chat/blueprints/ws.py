@@ -89,7 +89,7 @@ def _closing(chat: Chat, address: str, code: int) -> None:
 
 
 def _authenticate(chat: Chat, address: str) -> tuple[Identity | None, Response | None]:
-    """Token mode (PROTOCOL.md section 9): who the ``?token=`` (or ``Authorization: Bearer``)
+    """Token mode (docs/token-mode.md): who the ``?token=`` (or ``Authorization: Bearer``)
     says the client is, or the 401 to answer instead of upgrading. Open mode: (None, None)."""
     if chat.verifier is None:
         return None, None
@@ -112,7 +112,7 @@ def _expire(session: Session, exp: float) -> asyncio.TimerHandle:
 
 @bp.websocket(PATH)
 async def ws() -> Response | None:
-    """One chat connection, as PROTOCOL.md section 4 describes."""
+    """One chat connection, as docs/protocol.md, "Frames from the client" and "Frames from the server" describes."""
     chat = get_chat()
     address, refusal = _admit(chat)
     if refusal is not None:
