@@ -86,10 +86,21 @@ async def test_send_ack_and_delivery_across_instances(cluster: Cluster, room: st
         assert cid not in alice.unacked, "an acknowledged message is not kept for resending"
         seen = await until(bob, lambda e: isinstance(e, Message) and e.text == "hello bob")
         assert seen[-1] == Message(mid, room, "alice", "hello bob", seen[-1].ts, cid, True)
+        await until(alice, lambda e: isinstance(e, Message) and e.id == mid)  # its ack may come first
         assert alice.last_ids[room] == mid and bob.last_ids[room] == mid
         with pytest.raises(ChatError) as refused:
             await alice.join("no spaces")
         assert refused.value.code == "invalid_room"
+
+    carol = ChatClient(cluster[2].ws_url, "carol")
+    joined = await carol.join(room)  # connects by itself
+    assert carol.connected and "carol" in joined.members
+    await carol.close()
+    kinds = []
+    with pytest.raises(ConnectionError):
+        for _ in range(100):
+            kinds.append(type(await carol.next_event(1)))
+    assert {Joined, Message, Connected} <= set(kinds), "what came before the end is read first (the history too)"
 
 
 @pytest.mark.timeout(90)
