@@ -1,4 +1,4 @@
-"""``quart-chat bench``: a load tool for running quart_chat instances (PROTOCOL.md over WebSocket).
+"""``quart-chat bench``: a load tool for running quart_chat instances (docs/protocol.md, over WebSocket).
 
     quart-chat bench --spawn 3 --scenario fanout,capacity,rooms,idle,joinstorm
     quart-chat bench --url ws://127.0.0.1:3000/ws --url ws://127.0.0.1:3001/ws --scenario fanout
