@@ -14,10 +14,10 @@ A path refused is a warning in the log and shows in ``/healthz`` (``outbound``).
 that cannot take the direct path anyway (HTTP/2, another server) falls back on its own, and
 is counted (`STATUS`). ``CHAT_FAST_PATH=0`` takes neither path.
 
-Quart's ``websocket_received`` and ``websocket_sent`` signals: on the lean connections
-``websocket_received`` fires as on Quart's own; frames sent through the direct outbound path
-do not pass through ``websocket.send``, so ``websocket_sent`` does not fire for them (it does
-under ``CHAT_FAST_PATH=0``).
+Quart's ``websocket_received`` and ``websocket_sent`` signals do not fire on the fast paths:
+Quart sends the first from the reader task the lean connections do without, the second from
+``websocket.send``, which the direct outbound path does not go through. Both fire under
+``CHAT_FAST_PATH=0`` (docs/development.md says so too); quart_chat listens to neither.
 """
 
 from __future__ import annotations
