@@ -1,0 +1,52 @@
+// The WebSocket frames this page sends and reads (PROTOCOL.md section 4): building them,
+// measuring them against CHAT_MAX_FRAME, and parsing what arrives. Pure: no DOM, no socket.
+
+const encoder = new TextEncoder();
+
+export function joinFrame(room, user, since) {
+  const frame = { type: 'join', room };
+  if (user) frame.user = user;
+  if (since) frame.since = since;
+  return frame;
+}
+
+export function messageFrame(room, text, clientId) {
+  return { type: 'message', room, text, client_id: clientId };
+}
+
+export function leaveFrame(room) { return { type: 'leave', room }; }
+
+export function pingFrame() { return { type: 'ping' }; }
+
+export function encodeFrame(frame) { return JSON.stringify(frame); }
+
+// The server measures a frame in UTF-8 bytes, so "é" counts twice and an emoji four times.
+export function frameBytes(frame) { return encoder.encode(encodeFrame(frame)).length; }
+
+// Whether a message could go out without the server closing the socket (1009). It is measured
+// with the longest client_id this page could give it, so a later resend fits as well.
+export function messageFits(room, text, cidPrefix, maxFrame) {
+  return frameBytes(messageFrame(room, text, cidPrefix + 999999)) <= maxFrame;
+}
+
+// A server frame as an object, or null for anything that is not a JSON object.
+export function decodeFrame(raw) {
+  let f;
+  try { f = JSON.parse(raw); } catch (e) { return null; }
+  return f && typeof f === 'object' && !Array.isArray(f) ? f : null;
+}
+
+// The `since` of a join. Back in a room this page (or this tab, before a reload) was in:
+// everything after the last id seen there ('0-0': it had no message yet). A first join
+// takes the recent history (null: no `since`).
+export function sinceFor(room) {
+  if (room.everJoined) return room.lastId || '0-0';
+  if (room.restored) return room.lastId || room.restoreFrom || null;
+  return null;
+}
+
+// Rooms to join again on a new socket: the active one first, so what the user looks at
+// comes back first; the others keep their order.
+export function rejoinOrder(rooms, active) {
+  return [...rooms].sort((a, b) => (a.name === active ? -1 : 0) - (b.name === active ? -1 : 0));
+}
