@@ -34,9 +34,10 @@ import redis
 
 from . import auth, check
 from .config import MIN_SECRET_BYTES, Settings, SettingsError, parse_list
-from .embedded import data_dir, start_redis, stop_group
+from .embedded import data_dir, start_redis
 from .entry import EX_CONFIG, configuration_error
 from .logs import redact
+from .procs import stop_group
 from .proxy import (
     TEMPLATE,
     error_tail,

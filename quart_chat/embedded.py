@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -64,25 +63,3 @@ def start_redis(url: str, log_path: Path | None = None, data: Path | None = None
     proc.stdin.write(config.encode("latin-1"))
     proc.stdin.close()
     return proc
-
-
-def stop_group(proc: subprocess.Popen, timeout: float = 8.0) -> None:
-    """SIGTERM a child's process group and wait; SIGKILL the group if it will not go.
-
-    The group is killed at the end in any case: a Hypercorn worker orphaned by its parent
-    would otherwise keep the port.
-    """
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 3.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -109,7 +109,7 @@ def port_taken(host: str, port: int) -> str | None:
 def start_nginx(binary: str, prefix: Path, listen_port: int, upstream_ports: list[int], *,
                 listen_host: str = "127.0.0.1", upstream_host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
     """Start nginx in the foreground, in its own process group, with its output in
-    ``prefix``/nginx.out; stop it with `quart_chat.embedded.stop_group`."""
+    ``prefix``/nginx.out; stop it with `quart_chat.procs.stop_group`."""
     conf = write_config(prefix, listen_port, upstream_ports, listen_host=listen_host, upstream_host=upstream_host)
     with open(prefix / "nginx.out", "ab") as out:
         return subprocess.Popen(nginx_argv(binary, prefix, conf), stdin=subprocess.DEVNULL, stdout=out,

@@ -7,10 +7,7 @@ Hypercorn's worker never outlives its parent and nothing is ever stopped by name
 from __future__ import annotations
 
 import os
-import resource
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,19 +16,10 @@ import urllib.request
 from pathlib import Path
 
 from quart_chat.embedded import redis_server_binary
+from quart_chat.procs import HOST, Group, free_port
 from quart_chat.proxy import ERROR_LOG, find_nginx, nginx_argv, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
-
-
-def listening(port: int) -> bool:
-    """True when something accepts TCP connections on ``port`` of the loopback address."""
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def scrape(inst: ChatInstance) -> dict[str, float]:
@@ -61,70 +49,11 @@ def our_deprecations_are_errors() -> str:
     return ",".join(f"error::DeprecationWarning:{name}" for name in names)
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-class Process:
-    """A child in its own process group, with its output in a log file."""
+class Process(Group):
+    """A child in its own process group, with its output in ``<logdir>/<name>.log``."""
 
     def __init__(self, name: str, logdir: Path) -> None:
-        self.name = name
-        self.log_path = logdir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def _spawn(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-               nofile: tuple[int, int] | None = None) -> None:
-        log = open(self.log_path, "ab")
-        # ``nofile`` = (soft, hard) RLIMIT_NOFILE for the child (and what it spawns), set
-        # between fork and exec so the test process keeps its own limits.
-        preexec = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile))
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=True, preexec_fn=preexec)
-        log.close()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        """Send ``sig`` to the whole process group."""
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM the group and wait; SIGKILL it if it will not go. Returns the exit code."""
-        if self.proc is None:
-            return None
-        self.signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            code = self.proc.wait(5)
-        self.signal(signal.SIGKILL)  # stragglers in the group (e.g. an orphaned worker)
-        self.proc = None
-        return code
-
-    def kill(self) -> None:
-        """SIGKILL the whole group at once, as a crash would."""
-        if self.proc is not None:
-            self.signal(signal.SIGKILL)
-            self.proc.wait(5)
-            self.proc = None
-
-    def tail(self, lines: int = 40) -> str:
-        """The end of this process's log, for failure messages."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        super().__init__(name, logdir / f"{name}.log")
 
 
 class RedisProcess(Process):
@@ -146,7 +75,7 @@ class RedisProcess(Process):
                 "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.datadir)]
         if self.password:
             argv += ["--requirepass", self.password]
-        self._spawn(argv)
+        self.launch(argv)
         self.wait_ready()
         return self
 
@@ -204,7 +133,7 @@ class ChatInstance(Process):
         argv += ["quart_chat:app", "-b", f"{HOST}:{self.port}"]
         if self.workers != 1:
             argv += ["-w", str(self.workers)]
-        self._spawn(argv, env=env, cwd=ROOT, nofile=self.nofile)
+        self.launch(argv, env=env, cwd=ROOT, nofile=self.nofile)
         if wait:
             self.wait_ready()
         return self
@@ -304,7 +233,7 @@ class NginxProcess(Process):
         if binary is None:
             raise RuntimeError("no nginx found (apt-get install nginx)")
         conf = write_config(self.prefix, self.port, self.upstream_ports)
-        self._spawn(nginx_argv(binary, self.prefix, conf))
+        self.launch(nginx_argv(binary, self.prefix, conf))
         self.wait_ready()
         return self
 

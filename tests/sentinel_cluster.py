@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 from quart_chat.embedded import redis_server_binary
+from quart_chat.procs import HOST, free_port
 
-from cluster import HOST, Process, RedisProcess, free_port
+from cluster import Process, RedisProcess
 
 SERVICE = "mymaster"
 
@@ -29,7 +30,7 @@ class ReplicaProcess(RedisProcess):
                 "--appendonly", "yes", "--dir", str(self.datadir), "--replicaof", HOST, str(self.primary_port)]
         if self.password:
             argv += ["--requirepass", self.password, "--masterauth", self.password]
-        self._spawn(argv)
+        self.launch(argv)
         self.wait_ready()
         return self
 
@@ -51,7 +52,7 @@ class SentinelProcess(Process):
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self) -> SentinelProcess:
-        self._spawn([redis_server_binary(), str(self.conf), "--sentinel"])
+        self.launch([redis_server_binary(), str(self.conf), "--sentinel"])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from quart_chat.procs import HOST, free_port, listening
+
 from client import ChatClient
-from cluster import HOST, Process, free_port, listening
+from cluster import Process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +56,7 @@ class Demo:
     async def run(self, *extra: str) -> Process:
         self.runs += 1
         demo = Process(f"demo-{self.runs}", self.tmp_path)
-        demo._spawn([sys.executable, "-m", "quart_chat.cli", "demo", "--ports", str(self.port), "--proxy-port", "0",
+        demo.launch([sys.executable, "-m", "quart_chat.cli", "demo", "--ports", str(self.port), "--proxy-port", "0",
                      *extra], env=self.env, cwd=ROOT)
         if not await wait_until(lambda: "Press Ctrl+C" in demo.tail() or not demo.running, 30):
             demo.stop(20)

@@ -29,8 +29,9 @@ from websockets.exceptions import InvalidStatus
 
 from quart_chat import fdlimit
 from quart_chat.fdlimit import FdGuard, NofileLimit, Throttle
+from quart_chat.procs import HOST
 
-from cluster import HOST, ChatInstance, RedisProcess, scrape
+from cluster import ChatInstance, RedisProcess, scrape
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -37,10 +37,11 @@ import redis
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from quart_chat.procs import HOST, free_port, listening
 from quart_chat.proxy import TEMPLATE, find_nginx, nginx_argv, render_config, write_config
 
 from client import ChatClient, id_key
-from cluster import HOST, ROOT, NginxProcess, Process, free_port, listening
+from cluster import ROOT, NginxProcess, Process
 
 pytestmark = [pytest.mark.proxy, pytest.mark.timeout(60)]
 
@@ -469,7 +470,7 @@ async def test_demo_serves_the_instances_on_one_url(redis_proc, tmp_path, room):
     env.pop("CHAT_TRUSTED_PROXIES", None)
     argv = [sys.executable, "-m", "quart_chat.cli", "demo", "--ports", ",".join(map(str, ports))]
     demo = Process("demo", tmp_path)
-    demo._spawn([*argv, "--proxy-port", str(proxy)], env=env, cwd=ROOT)
+    demo.launch([*argv, "--proxy-port", str(proxy)], env=env, cwd=ROOT)
     groups: set[int] = set()
     clients: list[ChatClient] = []
     try:

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster import HOST, ROOT, free_port, listening
+from quart_chat.procs import HOST, free_port, listening
+
+from cluster import ROOT
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.per_version]
 

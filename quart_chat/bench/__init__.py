@@ -157,7 +157,7 @@ def _run(a: argparse.Namespace, argv: list[str] | None, scenarios: list[str], lo
         except TimeoutError:
             log(f"the run passed --max-time {a.max_time:g} s; stopped")
             return 1
-        dead = [c.name for c in spawned.instances if not c.alive() and c.pgid not in opts.killed] if spawned else []
+        dead = [c.name for c in spawned.instances if not c.running and c.pgid not in opts.killed] if spawned else []
         killed = [c.name for c in spawned.instances if c.pgid in opts.killed] if spawned else []
     finally:
         if spawned is not None:

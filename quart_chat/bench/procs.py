@@ -7,32 +7,22 @@ from __future__ import annotations
 import functools
 import os
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..embedded import redis_server_binary, stop_group
+from ..embedded import redis_server_binary
+from ..procs import HOST, Group, free_port, wait_until
 
-HOST = "127.0.0.1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def log(*parts: object) -> None:
     """Progress line on stderr."""
     print("[bench]", *parts, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -98,43 +88,10 @@ def group_cpu(pgid: int) -> float:
     return sum(cpu_seconds(pid) for pid in group_pids(pgid))
 
 
-class Child:
-    """A process started here in its own process group; stopped through that group."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: Path) -> None:
-        self.name = name
-        self.log_path = logdir / f"{name}.log"
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(argv, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        self.pgid = self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 8.0) -> None:
-        """SIGTERM the group, wait, then SIGKILL what is left of it."""
-        stop_group(self.proc, timeout)
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def _wait_until(pred: Callable[[], bool], timeout: float, what: str, child: Child) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise RuntimeError(f"{what} exited:\n{child.tail()}")
-        try:
-            if pred():
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready after {timeout:g} s:\n{child.tail()}")
+def _child(name: str, argv: list[str], env: dict[str, str], logdir: Path) -> Group:
+    child = Group(name, logdir / f"{name}.log")
+    child.launch(argv, env)
+    return child
 
 
 def _redis_pong(port: int) -> bool:
@@ -155,8 +112,8 @@ def _healthy(port: int) -> bool:
 class Spawned:
     """A private Redis and N instances; ``urls`` and ``pgids`` are what the scenarios use."""
 
-    redis: Child | None = None
-    instances: list[Child] = field(default_factory=list)
+    redis: Group | None = None
+    instances: list[Group] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     logdir: Path | None = None
 
@@ -181,9 +138,9 @@ def spawn(n: int, hypercorn_args: list[str], timeout: float = 30.0, logdir: Path
     out = Spawned(logdir=logdir)
     try:
         rport = free_port()
-        out.redis = Child("redis", [redis_server_binary(), "--port", str(rport), "--bind", HOST, "--save", "",
+        out.redis = _child("redis", [redis_server_binary(), "--port", str(rport), "--bind", HOST, "--save", "",
                                     "--appendonly", "no"], dict(os.environ), logdir)
-        _wait_until(lambda: _redis_pong(rport), timeout, "redis-server", out.redis)
+        wait_until(lambda: _redis_pong(rport), timeout, out.redis, "redis-server")
         # Import quart_chat from wherever this module comes from, whatever the cwd.
         pkg_parent = str(Path(__file__).resolve().parent.parent.parent)
         pythonpath = os.pathsep.join(filter(None, [pkg_parent, os.environ.get("PYTHONPATH")]))
@@ -194,9 +151,9 @@ def spawn(n: int, hypercorn_args: list[str], timeout: float = 30.0, logdir: Path
             env = {**os.environ, "REDIS_URL": f"redis://{HOST}:{rport}/0", "CHAT_INSTANCE": f"bench-{port}",
                    "CHAT_RATE": "1000000/1", "PYTHONPATH": pythonpath, "TMPDIR": str(logdir / "tmp")}
             argv = [sys.executable, "-m", "hypercorn", *hypercorn_args, "quart_chat:app", "-b", f"{HOST}:{port}"]
-            out.instances.append(Child(f"instance-{k}", argv, env, logdir))
+            out.instances.append(_child(f"instance-{k}", argv, env, logdir))
         for child, port in zip(out.instances, ports):
-            _wait_until(functools.partial(_healthy, port), timeout, child.name, child)
+            wait_until(functools.partial(_healthy, port), timeout, child)
             out.urls.append(f"ws://{HOST}:{port}/ws")
         log(f"spawned redis on {rport} and {n} instance(s) on {','.join(map(str, ports))} (logs in {logdir})")
         return out
