@@ -34,300 +34,62 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
-
-# What a WebSocket is opened with (the caller may override any): no compression (the server
-# offers none), no size cap on what comes in, no proxy, no User-Agent.
-CONNECT_OPTIONS: dict[str, Any] = {"compression": None, "max_size": None, "close_timeout": 2,
-                                   "user_agent_header": None, "proxy": None}
-# A refused `message` with one of these codes is kept and sent again; any other code drops it.
-RETRYABLE = frozenset({"rate_limited", "unavailable", "not_joined"})
-
-
-# ------------------------------------------------------------------ events
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A chat message: ``live``, or from a ``joined``'s history (``live=False``)."""
-
-    id: str
-    room: str
-    user: str
-    text: str
-    ts: int
-    client_id: str | None = None
-    live: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Joined:
-    """The answer to a join: the members now, ``gap`` (history trimmed) and the history."""
-
-    room: str
-    user: str
-    members: list[str]
-    gap: bool
-    history: list[Message]
-
-
-@dataclass(frozen=True, slots=True)
-class Left:
-    room: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """A sent message is stored (``id``); ``durable`` only with CHAT_REDIS_WAIT_REPLICAS."""
-
-    client_id: str
-    id: str
-    durable: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Error:
-    """A refused frame; ``ref`` is the ``client_id`` of a refused message, else the frame's type."""
-
-    code: str
-    message: str
-    ref: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UserJoined:
-    room: str
-    user: str
-    ts: int
-
-
-@dataclass(frozen=True, slots=True)
-class UserLeft:
-    room: str
-    user: str
-    ts: int
-
-
-@dataclass(frozen=True, slots=True)
-class RoomCreated:
-    room: str
-    ts: int
-
-
-@dataclass(frozen=True, slots=True)
-class RoomRemoved:
-    room: str
-    ts: int
-
-
-@dataclass(frozen=True, slots=True)
-class Pong:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    """A frame type this client does not know (a newer server): the decoded frame."""
-
-    frame: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Connected:
-    """The client (re)connected to ``url`` and joined its rooms again; ``count`` from 1."""
-
-    url: str
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnected:
-    """The connection to ``url`` ended (``code``: the close code, None without a close frame)."""
-
-    url: str
-    code: int | None
-    reason: str = ""
-
-
-Event = (Message | Joined | Left | Ack | Error | UserJoined | UserLeft | RoomCreated | RoomRemoved | Pong
-         | Unknown | Connected | Disconnected)
-
-
-class ChatError(Exception):
-    """The server refused a frame (an ``error`` frame): ``code`` as in docs/protocol.md, Errors."""
-
-    def __init__(self, code: str, message: str = "") -> None:
-        super().__init__(f"{code}: {message}" if message else code)
-        self.code = code
-        self.message = message
-
-
-def _message(m: dict[str, Any], live: bool) -> Message:
-    return Message(m["id"], m["room"], m["user"], m["text"], m["ts"], m.get("client_id"), live)
-
-
-def parse_event(raw: str | bytes | dict[str, Any]) -> Event:
-    """One server frame (JSON text, or already decoded) as its event; `Unknown` for other types."""
-    f = raw if isinstance(raw, dict) else orjson.loads(raw)
-    kind = f.get("type")
-    if kind == "message":
-        return _message(f, True)
-    if kind == "joined":
-        return Joined(f["room"], f["user"], list(f.get("members", [])), bool(f.get("gap")),
-                      [_message(m, False) for m in f.get("history", [])])
-    if kind == "ack":
-        return Ack(f["client_id"], f["id"], f.get("durable"))
-    if kind == "error":
-        return Error(str(f.get("code")), str(f.get("message", "")), f.get("ref"))
-    if kind in ("user_joined", "user_left"):
-        return (UserJoined if kind == "user_joined" else UserLeft)(f["room"], f["user"], f["ts"])
-    if kind in ("room_created", "room_removed"):
-        return (RoomCreated if kind == "room_created" else RoomRemoved)(f["room"], f["ts"])
-    if kind == "left":
-        return Left(f["room"])
-    if kind == "pong":
-        return Pong()
-    return Unknown(f)
-
-
-def id_key(message_id: str) -> tuple[int, int]:
-    """A message id as the pair of integers it is compared by (ms, then seq)."""
-    ms, _, seq = message_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def join_frame(room: str, user: str | None = None, since: str | None = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "join", "room": room}
-    if user is not None:
-        frame["user"] = user
-    if since is not None:
-        frame["since"] = since
-    return frame
-
-
-def message_frame(room: str, text: str, client_id: str | None = None) -> dict[str, Any]:
-    frame = {"type": "message", "room": room, "text": text}
-    if client_id is not None:
-        frame["client_id"] = client_id
-    return frame
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Reconnect delays, as the bundled page's: attempt k waits a random time in [d/2, d],
-    d = ``base`` * 2**k up to ``cap`` seconds; back to attempt 0 once a connection stayed
-    open ``reset_after`` seconds. ``base`` 0: reconnect at once."""
-
-    base: float = 0.5
-    cap: float = 10.0
-    reset_after: float = 5.0
-
-    def delay(self, attempt: int) -> float:
-        d = min(self.cap, self.base * 2 ** min(attempt, 30))
-        return d / 2 + random.random() * d / 2 if d > 0 else 0.0
-
-
-# ------------------------------------------------------------------ one connection
-class Connection:
-    """One WebSocket speaking the protocol, without reconnecting: the lower-level piece.
-
-    Every frame received is handed, in order, to `on_frame` from one reader task; `join`
-    waits for the room's ``joined``, which the handler passes on with `joined` (or a refusal
-    with `refused`). When the connection ends other than by `close`, `on_closed` is called
-    (with the exception that stopped the reader, if one did). Subclasses override those two.
-    """
-
-    __slots__ = ("closing", "pending", "reader", "rooms", "url", "user", "ws")
-
-    def __init__(self, url: str, user: str | None = None) -> None:
-        self.url = url
-        self.user = user
-        self.ws: Any = None
-        self.reader: asyncio.Task[None] | None = None
-        self.pending: dict[str, asyncio.Future[Any]] = {}
-        self.rooms: set[str] = set()
-        self.closing = False
-
-    async def open(self, timeout: float = 10.0, **options: Any) -> None:
-        """Open the WebSocket (`CONNECT_OPTIONS`, then ``options``) and start reading."""
-        from websockets.asyncio.client import connect
-
-        self.ws = await connect(self.url, **{**CONNECT_OPTIONS, "open_timeout": timeout, **options})
-        self.reader = asyncio.create_task(self._read())
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.ws.send(orjson.dumps(frame).decode())
-
-    async def join(self, room: str, since: str | None = None, timeout: float = 10.0) -> Any:
-        """Send ``join`` (with ``self.user`` and ``since``) and wait for what `joined` passes on."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending[room] = fut
-        await self.send(join_frame(room, self.user, since))
-        try:
-            reply = await asyncio.wait_for(fut, timeout)
-        finally:
-            self.pending.pop(room, None)
-        self.rooms.add(room)
-        return reply
-
-    def joined(self, room: str, reply: Any) -> None:
-        """The ``joined`` of ``room`` came: `join` returns ``reply``."""
-        fut = self.pending.get(room)
-        if fut is not None and not fut.done():
-            fut.set_result(reply)
-
-    def refused(self, exc: BaseException) -> None:
-        """A join was refused (or the connection ended): every waiting `join` raises ``exc``."""
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(exc)
-
-    def on_frame(self, raw: str) -> None:
-        """One frame received (JSON text). The default handles ``joined`` and join refusals."""
-        frame = orjson.loads(raw)
-        if frame.get("type") == "joined":
-            self.joined(frame.get("room"), frame)
-        elif frame.get("type") == "error" and frame.get("ref") == "join":
-            self.refused(ChatError(str(frame.get("code")), str(frame.get("message", ""))))
-
-    def on_closed(self, error: BaseException | None) -> None:
-        """The connection ended, not by `close` (``error``: what stopped the reader, if anything)."""
-
-    async def close(self) -> None:
-        self.closing = True
-        if self.ws is not None:
-            try:
-                await asyncio.wait_for(self.ws.close(), 3)
-            except Exception:
-                pass
-        if self.reader is not None:
-            self.reader.cancel()
-
-    async def _read(self) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        ws = self.ws
-        on_frame = self.on_frame
-        error: BaseException | None = None
-        try:
-            async for raw in ws:
-                on_frame(raw if isinstance(raw, str) else raw.decode())
-        except ConnectionClosed:
-            pass
-        except Exception as err:  # a frame the handler could not take: the connection is dropped
-            error = err
-            try:
-                await asyncio.wait_for(ws.close(), 2)
-            except Exception:
-                pass
-        self.refused(ConnectionError("closed before joined"))
-        if not self.closing and ws is self.ws:
-            self.on_closed(error)
-
+from .connection import CONNECT_OPTIONS, Backoff, Connection
+from .events import (
+    RETRYABLE,
+    Ack,
+    ChatError,
+    Connected,
+    Disconnected,
+    Error,
+    Event,
+    Joined,
+    Left,
+    Message,
+    Pong,
+    RoomCreated,
+    RoomRemoved,
+    Unknown,
+    UserJoined,
+    UserLeft,
+    id_key,
+    join_frame,
+    message_frame,
+    parse_event,
+)
+
+__all__ = [
+    "CONNECT_OPTIONS",
+    "RETRYABLE",
+    "Ack",
+    "Backoff",
+    "ChatClient",
+    "ChatError",
+    "Connected",
+    "Connection",
+    "Disconnected",
+    "Error",
+    "Event",
+    "Joined",
+    "Left",
+    "Message",
+    "Outgoing",
+    "Pong",
+    "RoomCreated",
+    "RoomRemoved",
+    "Unknown",
+    "UserJoined",
+    "UserLeft",
+    "id_key",
+    "join_frame",
+    "message_frame",
+    "parse_event",
+]
 
 # ------------------------------------------------------------------ the client
 @dataclass
