@@ -1,7 +1,9 @@
-"""The page's JavaScript unit tests (tests/js/*.test.mjs), run by Node's built-in runner.
+"""The page's JavaScript: its unit tests (tests/js/*.test.mjs, run by Node's built-in runner)
+and the limits the page is given by the server rather than copying them.
 
-They cover the page's pure parts (frames, backoff, ordering, day separators, pending sends,
-limits, the stored session, token claims); this runs them as part of the Python test run.
+The unit tests cover the page's pure parts (frames, backoff, ordering, day separators,
+pending sends, limits, the stored session, token claims); this runs them as part of the
+Python test run.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -39,3 +42,14 @@ def test_js_unit_tests_pass() -> None:
     failed = re.search(r"^# fail (\d+)$", out, re.M)
     assert ran and int(ran.group(1)) > 0, f"node ran no test:\n{out}"
     assert failed and int(failed.group(1)) == 0, f"node reported failures:\n{out}"
+
+
+def test_the_page_carries_the_servers_limits(make_cluster) -> None:
+    c = make_cluster(1, env={"CHAT_MAX_TEXT": "1234", "CHAT_MAX_FRAME": "23456"})
+    with urllib.request.urlopen(c[0].http_url + "/", timeout=10) as r:
+        page = r.read().decode()
+    box = re.search(r"<textarea id=\"message\"[^>]*>", page)
+    assert box, "the message box is on the page"
+    assert 'data-max-text="1234"' in box.group(0), "the text limit is CHAT_MAX_TEXT's, not a copy"
+    assert 'data-max-frame="23456"' in box.group(0), "the frame limit is CHAT_MAX_FRAME's, not a copy"
+    assert '<script type="module" src="/static/app.js"></script>' in page, "the page loads as ES modules"

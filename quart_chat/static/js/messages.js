@@ -1,0 +1,187 @@
+// Each room's messages and notices, and the #messages view of the active one: every id once,
+// in id order (PROTOCOL.md section 7), with sender groups and day separators.
+
+import { announceMessages } from './a11y.js';
+import { avatar, el, timeEl, ui } from './dom.js';
+import { dayKey, dayLabel, dayStarts } from './days.js';
+import { ID_RE, cmpKey, parseId } from './ids.js';
+import { me } from './identity.js';
+import { continues, positionFor } from './order.js';
+import { rooms, updateRoomEntry, updateTitle } from './roomlist.js';
+import { isOwnCid } from './sending.js';
+import { scheduleSave } from './session.js';
+import { atBottom, scrollToBottom, updateEmptyState, updateLoadOlder } from './view.js';
+
+function isMine(msg) {
+  if (isOwnCid(msg.client_id)) return true;
+  return me.user !== null && msg.user === me.user;
+}
+
+function renderMessage(entry) {
+  const msg = entry.msg;
+  const root = el('div', 'message');
+  root.dataset.id = entry.id;
+  root.dataset.day = dayKey(msg.ts);
+  if (isMine(msg)) root.classList.add('mine');
+  const user = typeof msg.user === 'string' ? msg.user : '';
+  root.append(avatar(user, 'msg-avatar'));
+  const bubble = el('div', 'bubble');
+  const meta = el('div', 'meta');
+  meta.append(el('span', 'user', user), timeEl('time', msg.ts));
+  const text = el('div', 'text', typeof msg.text === 'string' ? msg.text : '');
+  bubble.append(meta, text);
+  root.append(bubble);
+  return root;
+}
+
+function renderNotice(entry) {
+  const n = el('div', 'notice' + (entry.cls ? ' ' + entry.cls : ''));
+  n.setAttribute('role', 'note');
+  n.dataset.day = dayKey(entry.ts);
+  n.append(el('span', 'notice-text', entry.text));
+  if (entry.ts) n.append(timeEl('time', entry.ts));
+  return n;
+}
+
+// An entry's element, built the first time its room is shown (a room never opened costs none).
+export function entryEl(entry) {
+  if (!entry.el) {
+    entry.el = entry.kind === 'message' ? renderMessage(entry) : renderNotice(entry);
+    if (entry.cont) entry.el.classList.add('cont');
+  }
+  return entry.el;
+}
+
+// A separator before the first entry of each day ("Today", "Yesterday", "Mon 30 Nov 2026").
+// Separators are the view's alone (not in room.entries): this keeps those still in place and
+// adds or drops the rest, so a message arriving does not rebuild them all.
+export function syncDays() {
+  const nodes = [...ui.messages.children].filter((node) => !node.classList.contains('day-sep'));
+  const starts = dayStarts(nodes.map((node) => node.dataset.day || ''));
+  const keep = new Set();
+  nodes.forEach((node, i) => {
+    if (!starts[i]) return;
+    const day = node.dataset.day;
+    const before = node.previousElementSibling;
+    let sep = before && before.classList.contains('day-sep') && before.dataset.day === day && !keep.has(before) ? before : null;
+    if (!sep) {
+      sep = el('div', 'day-sep');
+      sep.dataset.day = day;
+      const t = el('time', 'day-sep-label');
+      t.dateTime = day;
+      sep.append(t);
+      ui.messages.insertBefore(sep, node);
+    }
+    keep.add(sep);
+    const label = dayLabel(day);
+    if (sep.firstElementChild.textContent !== label) sep.firstElementChild.textContent = label;
+  });
+  for (const sep of ui.messages.querySelectorAll(':scope > .day-sep')) if (!keep.has(sep)) sep.remove();
+}
+
+function updateGrouping(room, i) {
+  const e = room.entries[i];
+  if (!e || e.kind !== 'message') return;
+  e.cont = continues(room.entries[i - 1], e);
+  if (e.el) e.el.classList.toggle('cont', e.cont);
+}
+
+// Adds a message to its room once (dedupe by id), in id order. Returns true when new.
+// opts.local: built here from an `ack` (the server's `message` may follow, or, for a resend
+// G8 recognised, never come); opts.rest: from GET history. Neither moves lastId, which only
+// follows the server's ordered stream (it is the `since` of the next join).
+export function addMessage(room, msg, opts) {
+  if (!msg || typeof msg.id !== 'string' || !ID_RE.test(msg.id)) return false;
+  const key = parseId(msg.id);
+  const fromStream = !opts.local && !opts.rest;
+  if (fromStream && (room.lastId === null || cmpKey(parseId(room.lastId), key) < 0)) {
+    room.lastId = msg.id;
+    scheduleSave();
+  }
+  if (room.ids.has(msg.id)) {
+    if (!opts.local) replaceLocal(room, msg);
+    return false;
+  }
+  room.ids.add(msg.id);
+  const entry = { kind: 'message', id: msg.id, key, msg, el: null, local: !!opts.local };
+  const idx = positionFor(room.entries, key);
+  room.entries.splice(idx, 0, entry);
+  if (rooms.active === room.name) {
+    const next = room.entries[idx + 1];
+    const nextEl = next && next.el && next.el.parentNode === ui.messages ? next.el : null;
+    const node = entryEl(entry);
+    if (opts.animate) node.classList.add('enter');
+    ui.messages.insertBefore(node, nextEl);
+  }
+  updateGrouping(room, idx);
+  updateGrouping(room, idx + 1);
+  if (opts.countUnread && rooms.active !== room.name && !isMine(msg)) {
+    room.unread += 1;
+    updateRoomEntry(room);
+    updateTitle();
+  }
+  return true;
+}
+
+// The server's copy of a message first shown from its ack: take its fields (ts, text as stored).
+function replaceLocal(room, msg) {
+  for (let i = room.entries.length - 1; i >= 0; i--) {
+    const e = room.entries[i];
+    if (e.kind !== 'message' || e.id !== msg.id) continue;
+    if (!e.local) return;
+    e.local = false;
+    e.msg = msg;
+    if (e.el) {
+      const old = e.el;
+      e.el = null;
+      const node = entryEl(e);
+      if (old.parentNode) {
+        old.replaceWith(node);
+        syncDays();
+      }
+    }
+    updateGrouping(room, i);
+    updateGrouping(room, i + 1);
+    return;
+  }
+}
+
+export function addNotice(room, text, cls, ts) {
+  const entry = { kind: 'notice', text, cls: cls || '', ts: ts || 0, el: null };
+  room.entries.push(entry);
+  if (rooms.active === room.name) {
+    const stick = atBottom();
+    const node = entryEl(entry);
+    node.classList.add('enter');
+    ui.messages.append(node);
+    syncDays();
+    if (stick) scrollToBottom();
+  }
+}
+
+// Many messages at once, with the active room's scrolling and announcing done once.
+// opts: live (arrived now: offer "New messages" when the view is scrolled up), countUnread,
+// forceBottom, announce, animate, local, rest (as addMessage).
+export function addMessages(room, list, opts) {
+  const isActive = rooms.active === room.name;
+  const stick = isActive && (atBottom() || opts.forceBottom);
+  let added = 0;
+  let mineAdded = false;
+  const heard = [];
+  for (const m of list) {
+    if (addMessage(room, m, opts)) {
+      added++;
+      if (isMine(m)) mineAdded = true;
+      else if (opts.announce) heard.push(m);
+    }
+  }
+  if (isActive && heard.length) announceMessages(room.name, heard);
+  if (isActive && added) {
+    syncDays();
+    if (stick || mineAdded) scrollToBottom();
+    else if (opts.live) ui.jumpLatest.hidden = false;
+    updateEmptyState();
+    updateLoadOlder();
+  }
+  return added;
+}
