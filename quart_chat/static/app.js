@@ -93,7 +93,7 @@ function init() {
   loadRooms();
   startConnection({
     connecting: clearJoinQueue,
-    // Every room again, with `since` where the page has history (PROTOCOL.md section 7).
+    // Every room again, with `since` where the page has history (docs/protocol.md, "Reconnecting correctly").
     opened() {
       for (const r of rejoinOrder(wantedRooms(), rooms.active)) sendJoin(r);
       loadRooms();

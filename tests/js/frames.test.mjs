@@ -1,4 +1,4 @@
-// The frames the page sends and reads (PROTOCOL.md section 4), and the CHAT_MAX_FRAME check.
+// The frames the page sends and reads (docs/protocol.md), and the CHAT_MAX_FRAME check.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {

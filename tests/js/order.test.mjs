@@ -72,7 +72,8 @@ const room = (name) => ({ name, sortKey: name.toLowerCase() });
 
 test('rooms sort by name ignoring case, with a fixed order between case variants', () => {
   const names = ['beta', 'Alpha', 'alpha', 'Gamma', '_x', '9'];
-  assert.deepEqual(names.map(room).sort(cmpRooms).map((r) => r.name), ['9', '_x', 'Alpha', 'alpha', 'beta', 'Gamma'], '_ sorts before letters in lower case');
+  assert.deepEqual(names.map(room).sort(cmpRooms).map((r) => r.name), ['9', '_x', 'Alpha', 'alpha', 'beta', 'Gamma'],
+    '_ sorts before letters in lower case');
 });
 
 test('orderIndex finds where a room goes in a sorted list', () => {

@@ -1,5 +1,5 @@
 // Pending sends: each message keeps its client_id until confirmed or dropped, so resending
-// after a drop can never post it twice (PROTOCOL.md G8).
+// after a drop can never post it twice (docs/protocol.md "Guarantees", G8).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PendingSends, UNCONFIRMED_MS, makeCidPrefix } from '../../quart_chat/static/js/pending.js';

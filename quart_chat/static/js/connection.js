@@ -120,8 +120,11 @@ function onClosed(code) {
   attempt = attemptAfterClose(attempt, openedAt ? Date.now() - openedAt : 0);
   openedAt = 0;
   note = closeNote(code);
-  if (code === 1009) toast('The server closed the connection: a message was too big (1009)', 'Reconnecting…', { code: 'closed', group: 'conn' });
-  else if (code === 1013) toast('The server dropped this connection as too slow (1013)', 'Reconnecting…', { code: 'closed', group: 'conn' });
+  // These two closes answer this page's own traffic (too big, not read fast enough): a toast
+  // says so; any other close is told by #status alone.
+  const opts = { code: 'closed', group: 'conn' };
+  if (code === 1009) toast('The server closed the connection: a message was too big (1009)', 'Reconnecting…', opts);
+  else if (code === 1013) toast('The server dropped this connection as too slow (1013)', 'Reconnecting…', opts);
   const delay = backoffDelay(attempt, Math.random());
   attempt = nextAttempt(attempt);
   retryAt = Date.now() + delay;

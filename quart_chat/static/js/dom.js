@@ -1,5 +1,5 @@
 // The page's elements and the small helpers that build new ones. Every user-supplied
-// string goes in through textContent or text nodes only (PROTOCOL.md section 6).
+// string goes in through textContent or text nodes only: names and texts are data, never markup.
 
 import { fullTime, hhmm, isoTime } from './days.js';
 

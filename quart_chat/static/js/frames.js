@@ -1,5 +1,6 @@
-// The WebSocket frames this page sends and reads (PROTOCOL.md section 4): building them,
-// measuring them against CHAT_MAX_FRAME, and parsing what arrives. Pure: no DOM, no socket.
+// The WebSocket frames this page sends and reads (docs/protocol.md, "Frames from the client"
+// and "Frames from the server"): building them, measuring them against CHAT_MAX_FRAME, and
+// parsing what arrives. Pure: no DOM, no socket.
 
 const encoder = new TextEncoder();
 

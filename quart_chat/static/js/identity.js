@@ -1,4 +1,4 @@
-// Who this page is: the name the server confirmed and, in token mode (PROTOCOL.md section 9),
+// Who this page is: the name the server confirmed and, in token mode (docs/token-mode.md),
 // the token, the name it carries and the rooms it allows; the URLs that carry the token.
 
 import { sessionExpired } from './connection.js';

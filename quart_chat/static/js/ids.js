@@ -1,4 +1,4 @@
-// What ids, room names, user names and texts look like (PROTOCOL.md sections 3 and 6).
+// What ids, room names, user names and texts look like (docs/protocol.md, "Limits and validation").
 // Pure: no DOM, no state.
 
 export const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;

@@ -1,4 +1,4 @@
-// What the server says (PROTOCOL.md section 4), frame by frame: each handler updates the
+// What the server says (docs/protocol.md, "Frames from the server"), frame by frame: each handler updates the
 // module that owns what changed.
 
 import { link } from './connection.js';
@@ -149,7 +149,9 @@ function onError(f) {
     // invalid_text: the server says what is wrong (e.g. "text is longer than 2000 characters").
     const precise = code === 'invalid_text' && serverMsg;
     failPending(p, precise ? serverMsg : REFUSED_TEXT[code] || ERROR_TEXT[code] || serverMsg || code);
-    if (code === 'invalid_text') title = precise ? 'Message not sent: ' + serverMsg : 'Message not sent: it is empty, too long or has invalid characters';
+    if (code === 'invalid_text') {
+      title = 'Message not sent: ' + (precise ? serverMsg : 'it is empty, too long or has invalid characters');
+    }
     const n = sends.failedIn(p.room);
     const how = code === 'invalid_text' ? 'with Edit' : 'with Retry';
     toast(title, n > 1 ? n + ' messages are kept above, ' + how : 'It is kept above, ' + how, { code, group: 'send' });

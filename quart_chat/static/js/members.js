@@ -1,5 +1,5 @@
 // Who is in each room, and the #members list of the active one. Presence is per name, not
-// per connection (PROTOCOL.md section 4): `joined.members` lists each name once, `user_joined`
+// per connection (docs/protocol.md, "Frames from the server"): `joined.members` lists each name once, `user_joined`
 // comes when a name enters and `user_left` when its last connection goes.
 
 import { avatar, el, plural, ui } from './dom.js';

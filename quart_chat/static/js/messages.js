@@ -1,5 +1,5 @@
 // Each room's messages and notices, and the #messages view of the active one: every id once,
-// in id order (PROTOCOL.md section 7), with sender groups and day separators.
+// in id order, with sender groups and day separators.
 
 import { announceMessages } from './a11y.js';
 import { avatar, el, timeEl, ui } from './dom.js';

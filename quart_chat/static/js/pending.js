@@ -2,7 +2,7 @@
 // no socket; the sending module shows these and puts them on the wire.
 //
 // A message keeps its client_id until it is confirmed or the user drops it: sending it again
-// is safe (PROTOCOL.md G8: the server stores it once and acks the first id), so it is never
+// is safe (docs/protocol.md "Guarantees", G8: the server stores it once and acks the first id), so it is never
 // shown twice. State: queued (waits for a joined socket), sent (in flight), failed (refused,
 // or no answer for too long: Retry / Edit / Discard).
 

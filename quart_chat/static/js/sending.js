@@ -1,7 +1,7 @@
 // This page's own messages until the server confirms them: putting them on the wire with
 // their client_id, sending them again after a drop or a rejoin (the same client_id: the
-// server stores each once, PROTOCOL.md G8), and #pending, where the unconfirmed and refused
-// ones wait with Retry / Edit / Discard.
+// server stores each once, docs/protocol.md "Guarantees", G8), and #pending, where the
+// unconfirmed and refused ones wait with Retry / Edit / Discard.
 
 import { announce, focusComposer, keyboardFocusIn } from './a11y.js';
 import { fitsFrame, tooLong } from './composer.js';

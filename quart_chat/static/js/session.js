@@ -1,6 +1,6 @@
 // This tab's session across a reload: the user, the rooms joined with the last id seen in
-// each, the active room and the messages not confirmed yet (PROTOCOL.md section 7). Saved a
-// moment after each change, and when the page goes away.
+// each, the active room and the messages not confirmed yet. Saved a moment after each change,
+// and when the page goes away.
 
 import { ui } from './dom.js';
 import { validUser } from './ids.js';

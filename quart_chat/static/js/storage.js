@@ -6,7 +6,7 @@ import { ID_RE, ROOM_RE } from './ids.js';
 
 export const LS_USER = 'quart_chat.username';
 export const SESSION_KEY = 'quart_chat.session';
-export const TOKEN_KEY = 'quart_chat.token';   // sessionStorage: token mode (PROTOCOL.md section 9)
+export const TOKEN_KEY = 'quart_chat.token';   // sessionStorage: token mode (docs/token-mode.md)
 const ROOMS_MAX = 100;
 
 export function lsGet(key) { try { return localStorage.getItem(key); } catch (e) { return null; } }

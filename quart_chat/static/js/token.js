@@ -1,4 +1,4 @@
-// Token mode (PROTOCOL.md section 9): the token's claims as the page shows them. The page
+// Token mode (docs/token-mode.md): the token's claims as the page shows them. The page
 // never checks the signature (the server does); it only reads the name and the rooms. Pure.
 
 import { validUser } from './ids.js';
