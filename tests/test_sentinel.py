@@ -108,3 +108,16 @@ async def test_failover_loses_nothing_acked_durable(sentinels, tmp_path, room, w
             await who.stop()
         for inst in instances:
             await asyncio.to_thread(inst.stop)
+
+
+def test_check_finds_the_primary_through_the_sentinels(sentinels):
+    """`quart-chat check` with a redis+sentinel:// URL asks the sentinels for the primary and
+    reaches it (what ExecStartPre= runs before an instance starts)."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "quart_chat.cli", "check"], capture_output=True, text=True,
+                            timeout=30, env={**os.environ, "REDIS_URL": sentinels.url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "primary found through the sentinels (master)" in result.stdout, result.stdout
