@@ -200,7 +200,7 @@ def demo(args: argparse.Namespace) -> int:
         if args.fresh:
             removed = empty_data_dir(data_dir())
             print(f"--fresh: emptied {data_dir()} ({', '.join(removed) or 'it was empty'}): no history, no rooms")
-        print(f"No Redis at {redact(url)}: starting the embedded redis-server (data in {data_dir()})")
+        print(f"No Redis at {redact(url)}: starting the embedded redis-server (data in {data_dir()})", flush=True)
         children.append(start_redis(url))
         deadline = time.monotonic() + 10
         while redis_answers(url) is not True:
@@ -283,6 +283,9 @@ def demo(args: argparse.Namespace) -> int:
                   " sudo apt-get install nginx, then run the demo again.)")
         print("Press Ctrl+C to stop everything.\n", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        # A demo started in the background by a script (`&`, nohup) inherits SIGINT ignored:
+        # Ctrl+C, or a SIGINT to its group, must stop it all the same.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         while all(c.poll() is None for c in children):
             time.sleep(0.5)
         print("a process stopped unexpectedly; shutting down", file=sys.stderr)
