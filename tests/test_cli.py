@@ -207,3 +207,34 @@ def test_bootstrap_first_run_is_quiet_and_imports_from_the_checkout(tmp_path: Pa
                             "from quart_chat.edit_probe import VALUE; print(VALUE)"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert probe.stdout.strip() == "42", probe
+
+
+@pytest.mark.timeout(60)
+def test_demo_stops_on_sigint_even_when_started_with_it_ignored(redis_proc, tmp_path: Path) -> None:
+    """A script that starts the demo with `&` hands it SIGINT ignored; Ctrl+C (SIGINT to its
+    group) must stop it and everything it started all the same."""
+    import signal
+    import subprocess
+    import time
+
+    port = free_port()
+    log = tmp_path / "demo.log"
+    env = {**os.environ, "REDIS_URL": redis_proc.url}
+    env.pop("CHAT_AUTH", None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "quart_chat.cli", "demo", "--ports", str(port), "--proxy-port",
+                                 "0"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 30
+        while "Press Ctrl+C" not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(20) == 0, log.read_text(errors="replace")
+        assert not listening(port)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
