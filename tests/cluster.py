@@ -188,12 +188,18 @@ class Cluster:
                           for k in range(n)]
 
     def start(self) -> Cluster:
-        if self.own_redis:
-            self.redis.start()
-        for inst in self.instances:
-            inst.start(wait=False)
-        for inst in self.instances:
-            inst.wait_ready()
+        """Start Redis (when its own) and every instance; if one does not come up, stop all
+        that was started (a fixture that fails in its set-up gets no teardown)."""
+        try:
+            if self.own_redis:
+                self.redis.start()
+            for inst in self.instances:
+                inst.start(wait=False)
+            for inst in self.instances:
+                inst.wait_ready()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def close(self) -> None:
