@@ -207,8 +207,8 @@ async def test_frames_carry_no_instance_or_connection_ids(cluster, room):
 def test_embedded_redis_password_not_on_command_line(tmp_path):
     """The demo's embedded Redis reads its password from stdin, not from argv (any local
     user can read /proc/<pid>/cmdline)."""
-    from quart_chat.embedded import start_redis, stop_group
-    from quart_chat.procs import free_port
+    from quart_chat.embedded import start_redis
+    from quart_chat.procs import free_port, stop_group
 
     port = free_port()
     proc = start_redis(f"redis://:t0p-s3cret@127.0.0.1:{port}/0", log_path=tmp_path / "r.log", data=tmp_path)
