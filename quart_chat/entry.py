@@ -72,4 +72,8 @@ class EnvApp:
         await self._asgi(scope, receive, send)
 
     def __getattr__(self, name: str) -> Any:
+        # Private and dunder probes (inspect's coroutine marker, on 3.12+) build nothing:
+        # the app is built on the server's first call, not when it inspects what it loaded.
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self.build(), name)

@@ -123,8 +123,7 @@ async def ws() -> Response | None:
     settings = chat.settings
     view = asyncio.current_task()
     assert view is not None  # a view always runs in a task
-    direct = chat.verdict.direct
-    if direct:
+    if chat.verdict.direct:
         decline_compression(websocket.scope.get(RAW_SEND))  # (wire.py says why)
     await websocket.accept()
     # The request headers were read for the last time above, and an idle connection would keep
@@ -133,7 +132,7 @@ async def ws() -> Response | None:
     websocket.scope["headers"] = ()
     # Straight to the socket under Hypercorn/HTTP 1.1; through Quart's send elsewhere.
     # (CHAT_FAST_PATH=0: always the latter.) A dead writer closes with 1011 through the session.
-    outbox = ((direct and direct_outbox(websocket.scope.get(RAW_SEND), settings.send_queue))
+    outbox = ((chat.verdict.direct and direct_outbox(websocket.scope.get(RAW_SEND), settings.send_queue))
               or QueueOutbox(websocket.send, settings.send_queue))
     session = Session(settings, chat.hub, chat.broker, outbox, on_abort=view.cancel,
                       identity=identity)
