@@ -11,8 +11,25 @@ export function joinFrame(room, user, since) {
   return frame;
 }
 
-export function messageFrame(room, text, clientId) {
-  return { type: 'message', room, text, client_id: clientId };
+// `replyTo`: the id of the earlier message of the room this one answers (section 11).
+export function messageFrame(room, text, clientId, replyTo) {
+  const frame = { type: 'message', room, text, client_id: clientId };
+  if (replyTo) frame.reply_to = replyTo;
+  return frame;
+}
+
+// The changes to a message after it is sent (section 11 of the contract): only the author
+// edits or deletes; anyone in the room reacts (`on`: set or unset, never a toggle).
+export function editFrame(room, id, text, clientId) {
+  return { type: 'edit', room, id, text, client_id: clientId };
+}
+
+export function deleteFrame(room, id, clientId) {
+  return { type: 'delete', room, id, client_id: clientId };
+}
+
+export function reactFrame(room, id, emoji, on, clientId) {
+  return { type: 'react', room, id, emoji, on: !!on, client_id: clientId };
 }
 
 export function leaveFrame(room) { return { type: 'leave', room }; }
@@ -26,8 +43,13 @@ export function frameBytes(frame) { return encoder.encode(encodeFrame(frame)).le
 
 // Whether a message could go out without the server closing the socket (1009). It is measured
 // with the longest client_id this page could give it, so a later resend fits as well.
-export function messageFits(room, text, cidPrefix, maxFrame) {
-  return frameBytes(messageFrame(room, text, cidPrefix + 999999)) <= maxFrame;
+export function messageFits(room, text, cidPrefix, maxFrame, replyTo) {
+  return frameBytes(messageFrame(room, text, cidPrefix + 999999, replyTo)) <= maxFrame;
+}
+
+// The same for an edit of message `id` (an edit carries the id where a message has none).
+export function editFits(room, id, text, cidPrefix, maxFrame) {
+  return frameBytes(editFrame(room, id, text, cidPrefix + 'x' + 999999)) <= maxFrame;
 }
 
 // A server frame as an object, or null for anything that is not a JSON object.

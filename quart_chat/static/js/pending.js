@@ -6,6 +6,8 @@
 // shown twice. State: queued (waits for a joined socket), sent (in flight), failed (refused,
 // or no answer for too long: Retry / Edit / Discard).
 
+import { ID_RE } from './ids.js';
+
 export const UNCONFIRMED_MS = 15000;   // sent this long ago with no ack: offer Retry
 const RETIRED_KEEP = 200;
 const RESTORE_MAX = 500;
@@ -26,8 +28,10 @@ export class PendingSends {
     this.retired = new Map();
   }
 
-  add(room, text) {
+  // `replyTo`: the id of the message this one answers, if any (kept for every resend).
+  add(room, text, replyTo) {
     const p = { cid: this.prefix + (++this.counter), room, text, state: 'queued', epoch: -1, reason: '' };
+    if (replyTo) p.replyTo = replyTo;
     this.items.set(p.cid, p);
     return p;
   }
@@ -132,7 +136,9 @@ export class PendingSends {
   snapshot() {
     const out = [];
     for (const p of this.items.values()) {
-      out.push({ cid: p.cid, room: p.room, text: p.text, failed: p.state === 'failed', reason: p.reason || '' });
+      const q = { cid: p.cid, room: p.room, text: p.text, failed: p.state === 'failed', reason: p.reason || '' };
+      if (p.replyTo) q.replyTo = p.replyTo;
+      out.push(q);
     }
     return out;
   }
@@ -142,10 +148,12 @@ export class PendingSends {
     for (const q of list.slice(0, RESTORE_MAX)) {
       if (!q || typeof q.cid !== 'string' || typeof q.room !== 'string' || typeof q.text !== 'string') continue;
       if (!roomOk(q.room) || this.items.has(q.cid)) continue;
-      this.items.set(q.cid, {
+      const p = {
         cid: q.cid, room: q.room, text: q.text, epoch: -1,
         state: q.failed ? 'failed' : 'queued', reason: q.failed ? String(q.reason || 'error') : '',
-      });
+      };
+      if (typeof q.replyTo === 'string' && ID_RE.test(q.replyTo)) p.replyTo = q.replyTo;
+      this.items.set(q.cid, p);
     }
   }
 }
