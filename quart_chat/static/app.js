@@ -4,6 +4,7 @@
 // The pure ones (frames, backoff, ids, limits, days, order, pending, storage, token) touch
 // no DOM and are unit-tested by Node: node --test tests/js/
 
+import { dropChanges, editLastOwn, wireActions } from './js/actions.js';
 import { autoGrow, onSend, readLimits } from './js/composer.js';
 import { reconnectNow, startConnection } from './js/connection.js';
 import { bindUi, plainEnter, ui } from './js/dom.js';
@@ -16,6 +17,7 @@ import { clearJoinQueue, joinHint, leaveActive, onJoinClick, onRoomClick, sendJo
 import { syncDays } from './js/messages.js';
 import { activeRoom, applyRoomFilter, loadRooms, rooms, updateRoomsEmpty, wantedRooms } from './js/roomlist.js';
 import { checkUnconfirmed, requeueInFlight } from './js/sending.js';
+import { cancelActiveReply } from './js/reply.js';
 import { restoreSession, saveSession } from './js/session.js';
 import { clearToasts } from './js/toasts.js';
 import { activate, atBottom, scrollToBottom } from './js/view.js';
@@ -51,8 +53,14 @@ function wireConversation() {
     if (plainEnter(ev)) {
       ev.preventDefault();
       onSend();
+    } else if (ev.key === 'ArrowUp' && !ui.message.value && !ev.shiftKey && !ev.altKey && !ev.ctrlKey && !ev.metaKey) {
+      if (editLastOwn()) ev.preventDefault();   // Up in an empty box edits one's last message
+    } else if (ev.key === 'Escape' && cancelActiveReply()) {
+      ev.preventDefault();
     }
   });
+  ui.replyCancel.addEventListener('click', cancelActiveReply);
+  wireActions();
   ui.message.addEventListener('input', autoGrow);
   ui.loadOlder.addEventListener('click', () => loadOlder(null, false));
   ui.leave.addEventListener('click', leaveActive);
@@ -102,6 +110,7 @@ function init() {
     closed() {
       clearJoinQueue();
       requeueInFlight();
+      dropChanges();
     },
   });
 }

@@ -35,6 +35,7 @@ WS_SPY = r"""
     cut: null,       // 'before' | 'after': at the next `message` frame, close the socket
                      // without sending it ('before') or right after sending it ('after')
     sockets: 0,
+    listeners: [],   // [socket, the page's message listener] of the newest socket
   };
   const P = WebSocket.prototype;
   const send = P.send;
@@ -57,6 +58,7 @@ WS_SPY = r"""
     if (type === 'open') T.sockets += 1;
     if (type !== 'message') return add.call(this, type, fn, opts);
     const ws = this;
+    T.listeners = T.listeners.filter(([s]) => s === ws).concat([[ws, fn]]);
     return add.call(this, type, function (ev) {
       let f = parse(ev.data);
       if (f) T.received.push(f);
@@ -69,6 +71,8 @@ WS_SPY = r"""
       return fn.call(ws, ev);
     }, opts);
   };
+  // A frame handed to the page as if the server had sent it on the newest socket.
+  T.inject = (f) => { for (const [s, fn] of T.listeners) fn.call(s, new MessageEvent('message', { data: JSON.stringify(f) })); };
   T.release = () => { const h = T.held; T.held = []; T.hold = null; for (const g of h) g(); };
 })();
 """

@@ -6,6 +6,7 @@ import { announce } from './a11y.js';
 import { el, ui } from './dom.js';
 import { messageFits } from './frames.js';
 import { counterView, excessOf, fmt, readLimit } from './limits.js';
+import { cancelReply } from './reply.js';
 import { activeRoom } from './roomlist.js';
 import { sendText, sends } from './sending.js';
 import { clearToasts, toast } from './toasts.js';
@@ -26,9 +27,10 @@ export function onSend() {
   if (!room.everJoined) { ui.message.focus(); return; }   // still joining: the text stays here
   const text = ui.message.value;
   if (!text.trim() || tooLong(text)) { ui.message.focus(); return; }
-  if (sendText(room.name, text)) {
+  if (sendText(room.name, text, room.replyTo ? room.replyTo.id : null)) {
     ui.message.value = '';
     autoGrow();
+    cancelReply(room);
   }
   ui.message.focus();
 }
@@ -73,8 +75,8 @@ export function tooLong(text) {
 }
 
 // Over CHAT_MAX_FRAME once encoded: the server would close the socket (1009), so it is not sent.
-export function fitsFrame(roomName, text) {
-  if (messageFits(roomName, text, sends.prefix, limits.maxFrame)) return true;
+export function fitsFrame(roomName, text, replyTo) {
+  if (messageFits(roomName, text, sends.prefix, limits.maxFrame, replyTo)) return true;
   toast('Message too long — it was not sent', 'Shorten it and try again.', { code: 'too_big', group: 'send' });
   return false;
 }

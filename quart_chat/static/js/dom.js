@@ -16,6 +16,10 @@ const IDS = {
   roomsEmpty: 'rooms-empty', roomCount: 'room-count', joinHint: 'join-hint',
   roomTitle: 'room-title', roomSubtitle: 'room-subtitle', memberCount: 'member-count',
   statusText: 'status-text', srStatus: 'sr-status', srLog: 'sr-log', counter: 'counter',
+  replyBar: 'reply-bar', replyBarText: 'reply-bar-text', replyCancel: 'reply-cancel',
+  msgMenu: 'msg-menu', emojiPicker: 'emoji-picker', emojiGrid: 'emoji-grid',
+  confirmDelete: 'confirm-delete', confirmPreview: 'confirm-delete-preview',
+  confirmCancel: 'confirm-delete-cancel', confirmOk: 'confirm-delete-ok',
 };
 
 export function bindUi() {
@@ -76,4 +80,30 @@ export function timeEl(cls, ts) {
   if (iso) t.dateTime = iso;
   t.title = fullTime(ts);
   return t;
+}
+
+// A popover (position: fixed) next to `anchor`: below it, right-aligned, or above it when
+// there is no room below; always inside the window.
+export function placeNear(pop, anchor) {
+  const MARGIN = 8;
+  const r = anchor.getBoundingClientRect();
+  pop.hidden = false;
+  const w = pop.offsetWidth;
+  const h = pop.offsetHeight;
+  let top = r.bottom + 4;
+  if (top + h > window.innerHeight - MARGIN) top = Math.max(MARGIN, r.top - h - 4);
+  const left = Math.min(Math.max(MARGIN, r.right - w), window.innerWidth - w - MARGIN);
+  pop.style.top = Math.round(top) + 'px';
+  pop.style.left = Math.round(Math.max(MARGIN, left)) + 'px';
+}
+
+// Arrow keys (and Home, End) over a list of buttons where one holds the tab stop; `cols`
+// > 1 for a grid. Returns the index to focus, or -1 when the key is not a move.
+export function rovingIndex(key, i, n, cols = 1) {
+  const moves = {
+    ArrowDown: i + cols, ArrowUp: i - cols, Home: 0, End: n - 1,
+    ArrowRight: cols > 1 ? i + 1 : -2, ArrowLeft: cols > 1 ? i - 1 : -2,
+  };
+  if (!(key in moves) || moves[key] === -2) return -1;
+  return (moves[key] + n) % n;
 }

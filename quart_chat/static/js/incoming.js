@@ -1,6 +1,7 @@
 // What the server says (docs/protocol.md, "Frames from the server"), frame by frame: each handler updates the
 // module that owns what changed.
 
+import { changeAnswered } from './actions.js';
 import { link } from './connection.js';
 import { ui } from './dom.js';
 import { decodeFrame } from './frames.js';
@@ -9,7 +10,7 @@ import { ID_RE, ROOM_RULE, parseId } from './ids.js';
 import { confirmUser, currentName, me } from './identity.js';
 import { joinAnswered, joinHint, oldestJoin, refuseJoin, sendJoin } from './joining.js';
 import { memberJoined, memberLeft, renderMembers, setMembers } from './members.js';
-import { addMessages, addNotice } from './messages.js';
+import { addMessages, addNotice, applyChangeFrame } from './messages.js';
 import { messageCount } from './order.js';
 import { ensureRoom, getRoom, removeRoom, roomCreated, rooms, updateRoomEntry } from './roomlist.js';
 import { failPending, flushRoom, maybeClearSendToasts, renderPending, resolvePending, sends } from './sending.js';
@@ -53,6 +54,9 @@ export function handleFrame(raw) {
     case 'user_joined': onMemberEvent(f, true); break;
     case 'user_left': onMemberEvent(f, false); break;
     case 'error': onError(f); break;
+    case 'message_edited':
+    case 'message_deleted':
+    case 'reaction': onChange(f); break;
     default: break;   // `left` and `pong` need nothing: the page acted when it sent them
   }
 }
@@ -102,6 +106,12 @@ function onJoined(f) {
   scheduleSave();
 }
 
+// A change to a message (section 11 of the contract), in stream order with the messages.
+function onChange(f) {
+  const room = getRoom(f.room);
+  if (room && room.wanted) applyChangeFrame(room, f);
+}
+
 function onMessage(f) {
   const room = getRoom(f.room);
   if (!room || !room.wanted) return;
@@ -114,13 +124,14 @@ function onMessage(f) {
 // now, from what we sent; its `message` frame, when one follows, has the same id.
 function onAck(f) {
   const cid = typeof f.client_id === 'string' ? f.client_id : null;
-  if (!cid) return;
+  if (!cid || changeAnswered(cid, true)) return;
   const p = sends.get(cid);
   if (p && typeof f.id === 'string' && ID_RE.test(f.id)) {
     const room = getRoom(p.room);
     if (room && room.wanted && !room.ids.has(f.id)) {
       const msg = { id: f.id, room: p.room, user: me.user || currentName(), text: p.text.trim(),
         ts: parseId(f.id)[0], client_id: cid };
+      if (p.replyTo) msg.reply_to = p.replyTo;
       addMessages(room, [msg], { live: true, countUnread: false, animate: true, local: true });
     }
   }
@@ -142,6 +153,7 @@ function onMemberEvent(f, joined) {
 function onError(f) {
   const code = typeof f.code === 'string' ? f.code : 'error';
   const serverMsg = typeof f.message === 'string' ? f.message : '';
+  if (changeAnswered(f.ref, false, code, serverMsg)) return;
   let title = ERROR_TEXT[code] || serverMsg || 'Error: ' + code;
   const p = typeof f.ref === 'string' ? sends.get(f.ref) : null;
   if (p) {

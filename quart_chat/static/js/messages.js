@@ -2,17 +2,21 @@
 // in id order, with sender groups and day separators.
 
 import { announceMessages } from './a11y.js';
+import { endChangesTo } from './actions.js';
 import { avatar, el, timeEl, ui } from './dom.js';
 import { dayKey, dayLabel, dayStarts } from './days.js';
 import { ID_RE, cmpKey, parseId } from './ids.js';
 import { me } from './identity.js';
+import { applyChange, changeOf, laterId } from './life.js';
+import { syncParts } from './msgparts.js';
 import { continues, positionFor } from './order.js';
-import { rooms, updateRoomEntry, updateTitle } from './roomlist.js';
+import { originalChanged, quoteFor } from './reply.js';
+import { getRoom, rooms, updateRoomEntry, updateTitle } from './roomlist.js';
 import { isOwnCid } from './sending.js';
 import { scheduleSave } from './session.js';
 import { atBottom, scrollToBottom, updateEmptyState, updateLoadOlder } from './view.js';
 
-function isMine(msg) {
+export function isMine(msg) {
   if (isOwnCid(msg.client_id)) return true;
   return me.user !== null && msg.user === me.user;
 }
@@ -31,7 +35,60 @@ function renderMessage(entry) {
   const text = el('div', 'text', typeof msg.text === 'string' ? msg.text : '');
   bubble.append(meta, text);
   root.append(bubble);
+  syncParts(root, msg, partsContext(msg));
   return root;
+}
+
+function partsContext(msg) {
+  const room = typeof msg.room === 'string' ? getRoom(msg.room) : null;
+  const quote = room && msg.reply_to && !msg.deleted ? quoteFor(room, msg.reply_to) : null;
+  return { me: me.user, mine: isMine(msg), quote };
+}
+
+// A message's element brought up to date with its object (a change, a quote resolved).
+export function refreshEntry(entry) {
+  if (entry.el && entry.kind === 'message') syncParts(entry.el, entry.msg, partsContext(entry.msg));
+}
+
+// The room's message with this id, or null (newest first: changes are mostly to recent ones).
+export function findEntry(room, id) {
+  if (!room.ids.has(id)) return null;
+  for (let i = room.entries.length - 1; i >= 0; i--) {
+    const e = room.entries[i];
+    if (e.kind === 'message' && e.id === id) return e;
+  }
+  return null;
+}
+
+// The replies to message `id` show its new state in their quotes.
+export function refreshQuotes(room, id) {
+  for (const e of room.entries) if (e.kind === 'message' && e.msg.reply_to === id) refreshEntry(e);
+}
+
+// message_edited, message_deleted, reaction (section 11 of the contract), in stream order
+// among the messages. Its change_id moves the room's last id seen (the `since` of the next
+// join) like a message id. A change to a message the page does not have (older than what it
+// loaded, or gone before the page saw it) changes nothing shown; a deletion is remembered
+// so that older history loaded later leaves that message out.
+export function applyChangeFrame(room, f) {
+  const change = changeOf(f);
+  if (!change) return;
+  if (change.changeId) {
+    const last = laterId(room.lastId, change.changeId);
+    if (last !== room.lastId) {
+      room.lastId = last;
+      scheduleSave();
+    }
+  }
+  if (change.kind === 'delete') room.gone.add(change.id);
+  const entry = findEntry(room, change.id);
+  const changed = entry ? applyChange(entry.msg, change) : false;
+  if (entry && changed) refreshEntry(entry);
+  if (change.kind !== 'reaction') {
+    originalChanged(room, change);
+    if (change.kind === 'delete') endChangesTo(room, change.id);
+    refreshQuotes(room, change.id);
+  }
 }
 
 function renderNotice(entry) {
@@ -92,6 +149,8 @@ function updateGrouping(room, i) {
 // follows the server's ordered stream (it is the `since` of the next join).
 export function addMessage(room, msg, opts) {
   if (!msg || typeof msg.id !== 'string' || !ID_RE.test(msg.id)) return false;
+  // Deleted: never shown again (the server leaves it out; older copies may still come).
+  if (msg.deleted || room.gone.has(msg.id)) return false;
   const key = parseId(msg.id);
   const fromStream = !opts.local && !opts.rest;
   if (fromStream && (room.lastId === null || cmpKey(parseId(room.lastId), key) < 0)) {
@@ -115,6 +174,8 @@ export function addMessage(room, msg, opts) {
   }
   updateGrouping(room, idx);
   updateGrouping(room, idx + 1);
+  if (room.replies > 0) refreshQuotes(room, msg.id);   // an original loaded after its replies
+  if (msg.reply_to) room.replies += 1;
   if (opts.countUnread && rooms.active !== room.name && !isMine(msg)) {
     room.unread += 1;
     updateRoomEntry(room);

@@ -49,7 +49,11 @@ function newRoom(name, created) {
     joinedEpoch: -1,        // the socket of the last `joined`
     entries: [],            // {kind: 'message', id, key, msg, el, local?} | {kind: 'notice', text, cls, ts, el}
     ids: new Set(),
-    lastId: null,           // the newest id of the server's ordered stream: the next `since`
+    lastId: null,           // the newest message or change id of the server's ordered stream: the next `since`
+    gone: new Set(),        // ids of messages deleted while the page was here: never shown again
+    originals: new Map(),   // id -> what GET history said of a replied-to message not loaded
+    replies: 0,             // messages with a reply_to among the entries
+    replyTo: null,          // the message the next one answers: {id, user, line}
     unread: 0,
     members: new Set(),     // user names (the server counts tabs: one name, one entry)
     hasMore: null,          // older history? null: unknown
@@ -113,6 +117,10 @@ export function resetRoom(room) {
   room.entries = [];
   room.ids = new Set();
   room.lastId = null;
+  room.gone = new Set();
+  room.originals = new Map();
+  room.replies = 0;
+  room.replyTo = null;
   room.unread = 0;
   room.members = new Set();
   room.hasMore = null;

@@ -144,7 +144,7 @@ export function failPending(p, reason, unconfirmed) {
 function trySend(p) {
   const room = getRoom(p.room);
   if (room && room.wanted && room.joinedEpoch === link.epoch && link.conn === 'open' &&
-      sendFrame(messageFrame(p.room, p.text, p.cid))) {
+      sendFrame(messageFrame(p.room, p.text, p.cid, p.replyTo))) {
     sends.markSent(p, link.epoch, Date.now());
     return true;
   }
@@ -224,9 +224,9 @@ function finishEdit(cid, send) {
   if (!text.trim()) { discardPending(cid); return; }
   if (text === p.text) { retryPending(cid); return; }
   // A changed text is a new message: a new client_id (the old one may have been stored).
-  if (!fitsFrame(p.room, text)) { refreshPending(p.room); return; }
+  if (!fitsFrame(p.room, text, p.replyTo)) { refreshPending(p.room); return; }
   sends.drop(p);
-  sendText(p.room, text);
+  sendText(p.room, text, p.replyTo);
   refreshPending(p.room);
 }
 
@@ -245,9 +245,10 @@ export function maybeClearSendToasts() {
   if (!sends.anyFailed()) clearToasts('send', ['late_delivery']);
 }
 
-export function sendText(roomName, text) {
-  if (!fitsFrame(roomName, text)) return false;
-  const p = sends.add(roomName, text);
+// `replyTo`: the id of the message this one answers (section 11 of the contract), if any.
+export function sendText(roomName, text, replyTo) {
+  if (!fitsFrame(roomName, text, replyTo)) return false;
+  const p = sends.add(roomName, text, replyTo);
   trySend(p);
   if (rooms.active === roomName) {
     renderPending();

@@ -1,11 +1,13 @@
 // The active room's view: switching rooms, keeping the newest message in sight, and the
 // parts of the page that follow the active room (title, empty state, composer, "older").
 
+import { closeActions } from './actions.js';
 import { ui } from './dom.js';
 import { maybeProbeOlder } from './history.js';
 import { renderMembers } from './members.js';
 import { entryEl, syncDays } from './messages.js';
 import { firstMessageId } from './order.js';
+import { renderReplyBar } from './reply.js';
 import { activeRoom, setActive, updateRoomEntry, updateTitle } from './roomlist.js';
 import { hasPending, renderPending } from './sending.js';
 import { scheduleSave } from './session.js';
@@ -29,6 +31,7 @@ export function activate(name) {
     prev.stick = atBottom();
     prev.scrollTop = ui.scroller.scrollTop;
   }
+  closeActions();
   setActive(name);
   const room = activeRoom();
   if (room) room.unread = 0;
@@ -47,6 +50,7 @@ export function activate(name) {
   ui.messages.setAttribute('aria-label', room ? 'Messages in #' + room.name : 'Messages');
   renderPending();
   renderMembers();
+  renderReplyBar();
   updateEmptyState();
   updateComposer();
   updateLoadOlder();

@@ -1,0 +1,127 @@
+// The parts of a message's element that change after it is sent (section 11 of the
+// contract): the quote of the message it answers, "(edited)", the reaction chips, the tools
+// beside it (react, reply, edit, the actions menu) and the removed state. syncParts builds
+// them on a new element and brings an existing one up to date in place, so that a focused
+// chip or tool keeps the focus when a change arrives. Texts and names go in as text only.
+
+import { button, el } from './dom.js';
+import { fullTime } from './days.js';
+import { reactionChips } from './life.js';
+
+const REMOVED_TEXT = 'This message was deleted';
+const QUOTE_TEXT = { deleted: 'message deleted', unknown: 'an earlier message' };
+
+function child(parent, cls) { return parent.querySelector(':scope > .' + cls); }
+
+// ctx: {me (this page's user name or null), mine (bool), quote (life.quoteView, when the
+// message is a reply)}.
+export function syncParts(root, msg, ctx) {
+  const removed = !!msg.deleted;
+  root.classList.toggle('removed', removed);
+  const bubble = child(root, 'bubble');
+  const text = child(bubble, 'text');
+  const want = removed || typeof msg.text !== 'string' ? '' : msg.text;
+  if (text.textContent !== want) text.textContent = want;
+  syncQuote(bubble, removed ? null : msg.reply_to, ctx.quote);
+  syncEdited(child(bubble, 'meta'), removed ? 0 : Number(msg.edited_ts) || 0);
+  syncRemoved(bubble, removed);
+  syncReactions(bubble, removed ? null : msg.reactions, ctx.me);
+  syncTools(root, !removed, ctx.mine, typeof msg.user === 'string' ? msg.user : '');
+}
+
+function syncQuote(bubble, replyTo, view) {
+  const old = child(bubble, 'reply-quote');
+  if (!replyTo || !view) { if (old) old.remove(); return; }
+  const key = view.state + '|' + (view.user || '') + '|' + (view.line || '');
+  if (old && old.dataset.replyTo === replyTo && old.dataset.key === key) return;
+  // A quote of a message still there is a button that goes to it; a deleted one is not.
+  const q = view.state === 'deleted' ? el('div', 'reply-quote missing') : button('reply-quote');
+  q.dataset.replyTo = replyTo;
+  q.dataset.key = key;
+  q.append(el('span', 'sr-only', 'In reply to '));
+  if (view.state === 'shown') {
+    q.append(el('span', 'quote-user', view.user), el('span', 'quote-text', view.line));
+    q.title = 'Go to the original message';
+  } else {
+    q.classList.add('missing');
+    q.append(el('span', 'quote-text', QUOTE_TEXT[view.state]));
+    if (view.state === 'unknown') q.title = 'Go to the original message (loads older messages)';
+  }
+  if (old) old.replaceWith(q);
+  else bubble.prepend(q);
+}
+
+function syncEdited(meta, editedTs) {
+  let mark = child(meta, 'edited');
+  if (!editedTs) { if (mark) mark.remove(); return; }
+  if (!mark) {
+    mark = el('span', 'edited', '(edited)');
+    meta.append(mark);
+  }
+  mark.title = 'Edited ' + fullTime(editedTs);
+}
+
+function syncRemoved(bubble, removed) {
+  const note = child(bubble, 'removed-note');
+  if (removed && !note) bubble.append(el('div', 'removed-note', REMOVED_TEXT));
+  else if (!removed && note) note.remove();
+}
+
+function syncReactions(bubble, reactions, me) {
+  const chips = reactionChips(reactions, me);
+  let box = child(bubble, 'reactions');
+  if (!chips.length) { if (box) box.remove(); return; }
+  if (!box) {
+    box = el('div', 'reactions');
+    box.setAttribute('role', 'group');
+    box.setAttribute('aria-label', 'Reactions');
+    const add = button('reaction-add');
+    add.append(el('span', 'reaction-add-icon', '+'));
+    add.setAttribute('aria-label', 'Add a reaction');
+    add.title = 'Add a reaction';
+    box.append(add);
+    bubble.append(box);
+  }
+  const byEmoji = new Map();
+  for (const b of box.querySelectorAll(':scope > .reaction')) byEmoji.set(b.dataset.emoji, b);
+  let at = box.firstChild;
+  for (const c of chips) {
+    let b = byEmoji.get(c.emoji);
+    byEmoji.delete(c.emoji);
+    if (!b) {
+      b = button('reaction');
+      b.dataset.emoji = c.emoji;
+      b.append(el('span', 'reaction-emoji', c.emoji), el('span', 'count'));
+    }
+    b.querySelector('.count').textContent = String(c.count);
+    b.setAttribute('aria-pressed', c.mine ? 'true' : 'false');
+    b.setAttribute('aria-label', c.label);
+    b.title = c.label + (c.mine ? ' (click to remove yours)' : '');
+    if (b !== at) box.insertBefore(b, at);
+    else at = at.nextSibling;
+  }
+  for (const stale of byEmoji.values()) stale.remove();
+}
+
+function tool(cls, glyph, label, focusable) {
+  const b = button('tool ' + cls);
+  b.append(el('span', 'tool-glyph', glyph));
+  b.setAttribute('aria-label', label);
+  b.title = label;
+  if (!focusable) b.tabIndex = -1;   // the same actions are in the menu, one tab stop a message
+  return b;
+}
+
+function syncTools(root, show, mine, user) {
+  const old = child(root, 'msg-tools');
+  if (!show) { if (old) old.remove(); return; }
+  if (old) return;
+  const tools = el('div', 'msg-tools');
+  tools.append(tool('tool-react', '☺', 'Add a reaction', false), tool('tool-reply', '↩', 'Reply', false));
+  if (mine) tools.append(tool('tool-edit', '✎', 'Edit', false));
+  const more = tool('tool-more', '⋯', 'Actions for the message from ' + (mine ? 'you' : user), true);
+  more.setAttribute('aria-haspopup', 'menu');
+  more.setAttribute('aria-expanded', 'false');
+  tools.append(more);
+  root.append(tools);
+}
