@@ -158,16 +158,20 @@ def utc_at(days_back: int, hour: int, minute: int) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
 
 
-async def seed_messages(redis_url: str, room: str, items: list[tuple[dt.datetime, str, str]]) -> None:
-    """Messages of earlier days, (time, user, text), stored in the room's stream as the server
-    stores them. The room must exist and have no message yet: stream ids only grow."""
+async def seed_messages(redis_url: str, room: str, items: list[tuple]) -> list[str]:
+    """Messages of earlier days, (time, user, text) or (time, user, text, more fields, such as
+    {"reply_to": id}), stored in the room's stream as the server stores them; returns their
+    ids. The room must exist and have no message yet: stream ids only grow."""
     import redis.asyncio as aioredis
 
     r = aioredis.from_url(redis_url)
+    ids = []
     try:
-        for when, user, text in items:
+        for when, user, text, *more in items:
             ms = int(when.timestamp() * 1000)
-            msg = {"id": f"{ms}-0", "room": room, "user": user, "text": text, "ts": ms}
+            msg = {"id": f"{ms}-0", "room": room, "user": user, "text": text, "ts": ms, **(more[0] if more else {})}
             await r.xadd(f"chat:history:{room}", {"data": json.dumps(msg)}, id=f"{ms}-0")
+            ids.append(f"{ms}-0")
     finally:
         await r.aclose()
+    return ids

@@ -48,7 +48,7 @@ function syncQuote(bubble, replyTo, view) {
     if (view.state === 'unknown') q.title = 'Go to the original message (loads older messages)';
   }
   if (old) old.replaceWith(q);
-  else bubble.prepend(q);
+  else child(bubble, 'meta').after(q);
 }
 
 function syncEdited(meta, editedTs) {
@@ -91,12 +91,17 @@ function syncReactions(bubble, reactions, me) {
     if (!b) {
       b = button('reaction');
       b.dataset.emoji = c.emoji;
-      b.append(el('span', 'reaction-emoji', c.emoji), el('span', 'count'));
+      const emoji = el('span', 'reaction-emoji', c.emoji);
+      const count = el('span', 'count');
+      emoji.setAttribute('aria-hidden', 'true');
+      count.setAttribute('aria-hidden', 'true');
+      // What a screen reader says is who reacted (the count is in it); sighted, the title.
+      b.append(emoji, count, el('span', 'sr-only who'));
     }
     b.querySelector('.count').textContent = String(c.count);
+    b.querySelector('.who').textContent = c.label;
     b.setAttribute('aria-pressed', c.mine ? 'true' : 'false');
-    b.setAttribute('aria-label', c.label);
-    b.title = c.label + (c.mine ? ' (click to remove yours)' : '');
+    b.title = c.label;
     if (b !== at) box.insertBefore(b, at);
     else at = at.nextSibling;
   }
