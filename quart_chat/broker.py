@@ -11,28 +11,46 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from .codes import ErrorCode
 from .config import Settings
-from .history import has_gap
+from .history import change_target, has_gap, latest
 from .metrics import now
 from .presence import Presence
-from .protocol import StreamId, dumps, format_stream_id, message_json, parse_stream_id
+from .protocol import (
+    Change,
+    Delete,
+    Edit,
+    ProtocolError,
+    StreamId,
+    dumps,
+    entry_frame,
+    format_stream_id,
+    is_change,
+    parse_stream_id,
+)
 from .rooms import Hub
 from .store import (
     ACTIVITY,
     APPEND_LUA,
+    CHANGE_LUA,
+    DUPLICATE,
     EXPIRE_LUA,
+    FORBIDDEN,
+    HISTORY_LUA,
     INSTANCES,
     JOIN_LUA,
     LEAVE_LUA,
     MESSAGES,
+    NOT_FOUND,
     NOTIFICATIONS,
     POOL_SIZE,
     ROOMS,
+    TOO_MANY_EMOJI,
     UNREACHABLE,
     Unavailable,
     history_key,
@@ -41,6 +59,8 @@ from .store import (
     node_rooms_key,
     now_ms,
     sent_key,
+    state_index_key,
+    state_key,
     trimmed_key,
 )
 from .subscriber import Subscriber
@@ -59,6 +79,10 @@ class LimitExceeded(Exception):
     """A cap of the whole deployment (CHAT_MAX_ROOMS) refused the request; nothing was created."""
 
 
+# Most distinct emoji on one message (docs/protocol.md, "A message's life").
+MAX_EMOJI_PER_MESSAGE = 20
+
+
 @dataclass(slots=True)
 class JoinResult:
     """What a join read from Redis in one round trip."""
@@ -67,6 +91,8 @@ class JoinResult:
     last: StreamId | None  # the newest id the joiner has, sent or not; None: the stream was empty
     members: list[str]
     gap: bool
+    # A `since` join: frames of the changes made since then to messages it already had.
+    changes: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -78,13 +104,23 @@ class Sent:
     durable: bool | None = None
 
 
-def _entries_json(entries: list[Any]) -> list[str]:
-    # A script returns each field map as a flat list, a command as a dict.
-    out = []
-    for sid, fields in entries:
-        data = fields["data"] if isinstance(fields, dict) else fields[fields.index("data") + 1]
-        out.append(message_json(sid, data))
-    return out
+def _latest(entries: list[Any], states: list[str | None]) -> list[str]:
+    """Message entries as script replies give them (``data`` first), in their latest state."""
+    if not states:
+        states = [None] * len(entries)
+    return [latest(sid, fields[1], state) for (sid, fields), state in zip(entries, states)]
+
+
+_REFUSED = {
+    NOT_FOUND: (ErrorCode.NOT_FOUND, "no such message in this room (it may have been deleted or trimmed away)"),
+    FORBIDDEN: (ErrorCode.FORBIDDEN, "only its author may edit or delete a message"),
+    TOO_MANY_EMOJI: (ErrorCode.LIMIT_EXCEEDED, f"a message has at most {MAX_EMOJI_PER_MESSAGE} different reactions"),
+}
+
+
+def _refused(status: int) -> ProtocolError:
+    code, message = _REFUSED[status]
+    return ProtocolError(code, message)
 
 
 class Broker:
@@ -99,6 +135,8 @@ class Broker:
         self._origin = dumps(settings.instance)
         self.redis = make_client(settings.redis_url, socket_timeout=5.0, pool_size=POOL_SIZE)
         self._append = self.redis.register_script(APPEND_LUA)
+        self._change = self.redis.register_script(CHANGE_LUA)
+        self._history = self.redis.register_script(HISTORY_LUA)
         self._join = self.redis.register_script(JOIN_LUA)
         self.subscriber = Subscriber(settings.redis_url, hub, self.redis)
         self.presence = Presence(settings, self.redis, self.node, self.redis.register_script(LEAVE_LUA),
@@ -141,15 +179,51 @@ class Broker:
         task.add_done_callback(self._cleanups.discard)
 
     # ------------------------------------------------------------ messages
-    async def append(self, room: str, user: str, text: str, client_id: str | None) -> Sent:
-        """Store a message in its room's stream and publish it, atomically, once per client_id (G8)."""
+    async def append(self, room: str, user: str, text: str, client_id: str | None,
+                     reply_to: str | None = None, author: str | None = None) -> Sent:
+        """Store a message in its room's stream and publish it, atomically, once per client_id (G8).
+
+        ``reply_to`` must name a message the room's stream holds (else ``not_found``);
+        ``author`` (token mode: the token's ``sub``) is kept for the edit and delete checks.
+        """
         data: dict[str, Any] = {"room": room, "user": user, "text": text, "ts": now_ms()}
         if client_id is not None:
             data["client_id"] = client_id
+        if reply_to is not None:
+            data["reply_to"] = reply_to
         deadline = data["ts"] + self.presence.clock_offset + int(APPEND_BUDGET * 1000)
         keys = [history_key(room), trimmed_key(room), MESSAGES,
                 "" if client_id is None else sent_key(room, user, client_id), ACTIVITY]
-        args = [self.settings.history_maxlen, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room]
+        args = [self.settings.history_maxlen, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
+                reply_to or "", author or ""]
+        return await self._store(self._append, keys, args)
+
+    async def change(self, user: str, author: str | None, cmd: Change) -> Sent:
+        """Store and publish one change of message ``cmd.id`` (edit, delete, react) as its own
+        stream entry, once per client_id (G8); `ProtocolError` when the message is not there
+        (``not_found``), not the user's (``forbidden``) or has too many reactions."""
+        ts = now_ms()
+        room, target = cmd.room, cmd.id
+        data: dict[str, Any]
+        if isinstance(cmd, Edit):
+            data = {"type": "message_edited", "room": room, "id": target, "text": cmd.text, "edited_ts": ts}
+            kind, value, extra = "edit", cmd.text, ts
+        elif isinstance(cmd, Delete):
+            data = {"type": "message_deleted", "room": room, "id": target}
+            kind, value, extra = "delete", "", 0
+        else:
+            data = {"type": "reaction", "room": room, "id": target, "emoji": cmd.emoji, "user": user, "on": cmd.on}
+            kind, value, extra = "react", cmd.emoji, int(cmd.on)
+        cid = cmd.client_id
+        keys = [history_key(room), trimmed_key(room), MESSAGES, "" if cid is None else sent_key(room, user, cid),
+                ACTIVITY, state_key(room), state_index_key(room)]
+        deadline = ts + self.presence.clock_offset + int(APPEND_BUDGET * 1000)
+        args = [self.settings.history_maxlen, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
+                kind, target, author or "", user, value, extra, MAX_EMOJI_PER_MESSAGE]
+        return await self._store(self._change, keys, args)
+
+    async def _store(self, script: Any, keys: list[str], args: list[Any]) -> Sent:
+        """Run an append or change script (with `WAIT` behind it when asked) and read its answer."""
         wait = self.settings.redis_wait_replicas
         started = now()
         try:
@@ -157,20 +231,23 @@ class Broker:
                 # WAIT cannot run inside a script: the pipeline sends it right behind, on the
                 # same connection, so it covers this write (docs/deploying.md, "Redis with Sentinel").
                 pipe = self.redis.pipeline(transaction=False)
-                await self._append(keys=keys, args=args, client=pipe)
+                await script(keys=keys, args=args, client=pipe)
                 pipe.execute_command("WAIT", wait, self.settings.redis_wait_ms)
                 async with asyncio.timeout(APPEND_TIMEOUT + wait / 1000):
                     reply, acked = await pipe.execute()
             else:
                 # asyncio.timeout, not wait_for: no extra task per message (Python 3.11).
                 async with asyncio.timeout(APPEND_TIMEOUT):
-                    reply = await self._append(keys=keys, args=args)
+                    reply = await script(keys=keys, args=args)
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
         self.hub.stats.append_seconds.observe(now() - started)
         if reply is None:
             raise Unavailable("Redis answered after the send deadline; the message was not stored")
-        return Sent(reply[0], bool(reply[1]), (acked >= wait) if wait else None)
+        status = int(reply[1])
+        if status > DUPLICATE:
+            raise _refused(status)
+        return Sent(reply[0], status == DUPLICATE, (acked >= wait) if wait else None)
 
     # ------------------------------------------------------------ rooms and members
     async def join(self, room: str, user: str, key: str, since: StreamId | None) -> JoinResult:
@@ -178,7 +255,7 @@ class Broker:
         s = self.settings
         arg: int | str
         if since is None:
-            mode, arg = "last", s.history_on_join or 1
+            mode, arg = "last", s.history_on_join
         else:
             mode, arg = "since", format_stream_id(since)
         cutoff = now_ms() - int(s.dead_after_seconds * 1000)
@@ -186,30 +263,31 @@ class Broker:
             async with asyncio.timeout(JOIN_TIMEOUT):
                 reply = await self._join(
                     keys=[ROOMS, members_key(room), node_rooms_key(self.node), history_key(room), trimmed_key(room),
-                          INSTANCES, ACTIVITY, NOTIFICATIONS],
+                          INSTANCES, ACTIVITY, NOTIFICATIONS, state_key(room)],
                     args=[room, key, user, s.max_rooms, mode, arg, cutoff, dumps(user), dumps(key), self._origin])
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
         self.presence.orphans.pop((room, key), None)  # an earlier failed join of it is healed
         if reply is None:
             raise LimitExceeded(f"this server holds at most {s.max_rooms} rooms")
-        _created, members, entries, oldest, trimmed, newest = reply
+        _created, members, entries, oldest, trimmed, newest, states = reply
         # `last` is where the joiner stands, not merely the last entry sent: a joiner told
         # "nothing new" already has everything stored (up to the newest entry, not to a
-        # `since` from the future), and a catch-up must not hand it those again.
-        if since is None:
-            last = parse_stream_id(entries[0][0]) if entries else None
-            entries = entries[::-1] if s.history_on_join else []
-            gap = False
-        else:
-            oldest_id = parse_stream_id(oldest[0][0]) if oldest else None
-            gap = has_gap(since, oldest_id, bool(trimmed))
-            if entries:
-                last = parse_stream_id(entries[-1][0])
-            else:
-                last = parse_stream_id(newest[0][0]) if newest else None
+        # `since` from the future), and a catch-up must not hand it those again. The
+        # history shows every change up to `last` (the state was read in the same step).
+        last = parse_stream_id(newest) if newest else None
         members.sort()
-        return JoinResult(_entries_json(entries), last, members, gap)
+        if since is None:
+            return JoinResult(_latest(entries[::-1], states[::-1]), last, members, False)
+        oldest_id = parse_stream_id(oldest[0][0]) if oldest else None
+        history, changes = [], []
+        for (sid, fields), state in zip(entries, states or [None] * len(entries)):
+            data = fields[1]
+            if not is_change(data):
+                history.append(latest(sid, data, state))
+            elif (target := change_target(data)) is not None and target <= since:
+                changes.append(entry_frame(sid, data))  # to a message the joiner has: replayed
+        return JoinResult(history, last, members, has_gap(since, oldest_id, bool(trimmed)), changes)
 
     async def leave(self, room: str, user: str, key: str) -> None:
         """Remove a member from a room and tell the others."""
@@ -252,17 +330,14 @@ class Broker:
         None when the room was never created.
         """
         top = "+" if before is None else "(" + format_stream_id(before)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zscore(ROOMS, room)
-        pipe.xrevrange(history_key(room), top, "-", count=limit + 1)
         try:
-            score, entries = await pipe.execute()
+            reply = await self._history(keys=[ROOMS, history_key(room), state_key(room)], args=[room, top, limit + 1])
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
-        if score is None:
+        if reply is None:
             return None
-        has_more = len(entries) > limit
-        return _entries_json(entries[:limit][::-1]), has_more
+        entries, states = reply
+        return _latest(entries[:limit][::-1], states[:limit][::-1]), len(entries) > limit
 
     async def health(self) -> bool:
         """True when Redis answers commands and the subscriber heard from it recently."""

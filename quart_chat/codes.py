@@ -47,4 +47,5 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     LIMIT_EXCEEDED = "limit_exceeded"
     FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
     UNAVAILABLE = "unavailable"

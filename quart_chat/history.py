@@ -1,11 +1,14 @@
-"""Pure rules about room history: recovery gaps and REST paging arguments."""
+"""Pure rules about room history: recovery gaps, REST paging arguments, and a message's
+latest state (docs/protocol.md, "A message's life")."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import orjson
+
 from .codes import ErrorCode
-from .protocol import ProtocolError, StreamId, parse_stream_id, validate_room
+from .protocol import ProtocolError, StreamId, dumps, message_json, parse_stream_id, validate_room
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
@@ -49,3 +52,29 @@ def parse_page_args(args: Mapping[str, str]) -> tuple[int, StreamId | None]:
         if before is None:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "before must be a message id such as '1764085000000-0'")
     return limit, before
+
+
+# ---------------------------------------------------------------- latest state
+def latest(sid: str, data: str, state: str | None) -> str:
+    """A stored message object (``data`` without its id) in its latest state, as JSON.
+
+    ``state`` is the message's entry in the room's state hash (store.py), written by the
+    change script: ``text`` and ``edited_ts`` of the last edit, ``reactions`` as
+    ``{emoji: [user, ...]}``, and ``edits`` (their stream ids, which readers never see).
+    Most messages were never changed: they are served as stored, without being parsed.
+    """
+    if not state:
+        return message_json(sid, data)
+    message = orjson.loads(data)
+    changes = orjson.loads(state)
+    if "text" in changes:
+        message["text"] = changes["text"]
+        message["edited_ts"] = changes["edited_ts"]
+    if changes.get("reactions"):
+        message["reactions"] = changes["reactions"]
+    return dumps({"id": sid, **message})
+
+
+def change_target(data: str) -> StreamId | None:
+    """The id of the message a change entry's ``data`` is about."""
+    return parse_stream_id(orjson.loads(data)["id"])

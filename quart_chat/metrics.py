@@ -60,7 +60,7 @@ class Stats:
     """One process's counters; bumped where things happen, read at scrape time."""
 
     __slots__ = ("sent", "duplicates", "delivered", "catchup", "errors", "closes", "delivery_lag", "join_seconds",
-                 "append_seconds")
+                 "append_seconds", "changes", "changes_refused")
 
     def __init__(self) -> None:
         self.sent = 0  # messages stored for this instance's clients
@@ -68,6 +68,8 @@ class Stats:
         self.delivered = 0  # message frames queued for clients
         self.catchup = 0  # of those, from a catch-up read of the streams (G5)
         self.errors: Counter[str] = Counter()  # error frames by code
+        self.changes: Counter[str] = Counter()  # edits, deletes and reactions stored, by kind
+        self.changes_refused: Counter[str] = Counter()  # and refused, by error code
         self.closes: Counter[int] = Counter()  # connections closed by the server, by close code
         self.delivery_lag = Histogram()
         self.join_seconds = Histogram()
@@ -112,6 +114,10 @@ def _metrics(values: dict[str, Any]) -> Iterator[Metric]:
     yield counter("slow_consumer_drops", "Connections closed with 1013 (a client that did not read).",
                   values["closes"].get("1013", 0))
     yield labelled("errors", "Error frames sent, by code.", "code", values["errors"])
+    yield labelled("changes_stored", "Edits, deletes and reactions this instance stored for its clients, by kind.",
+                   "kind", values.get("changes", {}))
+    yield labelled("changes_refused", "Edits, deletes and reactions refused, by error code.", "reason",
+                   values.get("changes_refused", {}))
     yield labelled("closes", "Connections the server closed, by WebSocket close code.", "close_code",
                    values["closes"])
     yield labelled("refused_handshakes", "WebSocket handshakes refused before the upgrade, by reason.", "reason",

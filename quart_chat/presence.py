@@ -30,6 +30,9 @@ from .store import (
     members_key,
     node_rooms_key,
     now_ms,
+    state_index_key,
+    state_key,
+    stop_if_cancelled,
     trimmed_key,
 )
 
@@ -85,6 +88,7 @@ class Presence:
                 self.last_ok = time.monotonic()
             except (*UNREACHABLE, RedisError) as err:
                 log.debug("heartbeat failed: %s", err)
+            stop_if_cancelled()
             await asyncio.sleep(self.settings.heartbeat_seconds)
 
     # ------------------------------------------------------------ janitor
@@ -98,6 +102,7 @@ class Presence:
                 log.debug("janitor could not finish: %s", err)
             else:
                 self.janitor_passes += 1
+            stop_if_cancelled()
 
     async def sweep_once(self) -> None:
         """One pass of every clean-up the janitor does."""
@@ -158,7 +163,8 @@ class Presence:
             pipe = self.redis.pipeline(transaction=False)
             for room in idle:
                 await self._expire(keys=[ROOMS, ACTIVITY, members_key(room), history_key(room), trimmed_key(room),
-                                         NOTIFICATIONS], args=[cutoff, room, self._origin], client=pipe)
+                                         NOTIFICATIONS, state_key(room), state_index_key(room)],
+                                   args=[cutoff, room, self._origin], client=pipe)
             removed = sum(await pipe.execute())
             if removed:
                 log.info("removed %d idle room(s) (CHAT_ROOM_TTL=%ss)", removed, self.settings.room_ttl)

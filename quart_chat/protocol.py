@@ -21,6 +21,7 @@ ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 MAX_USER = 32
 MAX_CLIENT_ID = 64
+MAX_EMOJI = 16
 _U64 = 2**64 - 1
 
 StreamId = tuple[int, int]
@@ -59,11 +60,47 @@ class Leave:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """Send ``text`` to ``room``; ``client_id`` is echoed back to match the sender's copy."""
+    """Send ``text`` to ``room``; ``client_id`` is echoed back to match the sender's copy;
+    ``reply_to`` is the id of the earlier message of the room it answers."""
 
     room: str
     text: str
     client_id: str | None
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Replace the text of one's own message ``id`` in ``room``."""
+
+    room: str
+    id: str
+    text: str
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove one's own message ``id`` from ``room``."""
+
+    room: str
+    id: str
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class React:
+    """Add (``on``) or remove this user's ``emoji`` on message ``id`` of ``room``."""
+
+    room: str
+    id: str
+    emoji: str
+    on: bool
+    client_id: str | None
+
+
+Change = Edit | Delete | React
+"""A frame that changes a stored message (docs/protocol.md, "A message's life")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +110,7 @@ class Ping:
     pass
 
 
-Command = Join | Leave | Message | Ping
+Command = Join | Leave | Message | Ping | Edit | Delete | React
 
 
 # ---------------------------------------------------------------- stream ids
@@ -173,7 +210,7 @@ def parse_frame(raw: str | bytes, max_text: int) -> Command:
 
 def _ref_of(obj: dict[str, Any], kind: str) -> str:
     cid = obj.get("client_id")
-    if kind == "message" and isinstance(cid, str) and len(cid) <= MAX_CLIENT_ID:
+    if kind in CARRY_CLIENT_ID and isinstance(cid, str) and len(cid) <= MAX_CLIENT_ID:
         return cid
     return kind
 
@@ -200,13 +237,58 @@ def _parse_leave(obj: dict[str, Any], _max_text: int) -> Leave:
     return Leave(validate_room(_required(obj, "room")))
 
 
-def _parse_message(obj: dict[str, Any], max_text: int) -> Message:
+def _client_id(obj: dict[str, Any]) -> str | None:
     client_id = obj.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"client_id must be a string of at most {MAX_CLIENT_ID} characters")
+    return client_id
+
+
+def _message_id(value: Any, name: str = "id") -> str:
+    """A message id field: the canonical text of a stream id (what Redis hands out)."""
+    if isinstance(value, str) and (sid := parse_stream_id(value)) is not None:
+        return format_stream_id(sid)  # "0001-0" and "1-0" name one entry: keep one spelling
+    raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name} must be a message id such as '1764085000000-0'")
+
+
+def validate_emoji(value: Any) -> str:
+    """Return a reaction's emoji: 1-16 characters, no white space or control characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_EMOJI:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"emoji must be a string of 1 to {MAX_EMOJI} characters")
+    if _has_control(value) or any(c in WHITE_SPACE for c in value):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "emoji may not contain white space or control characters")
+    return value
+
+
+def _parse_message(obj: dict[str, Any], max_text: int) -> Message:
+    client_id = _client_id(obj)
     room = validate_room(_required(obj, "room"))
     text = validate_text(_required(obj, "text"), max_text)
-    return Message(room, text, client_id)
+    reply_to = obj.get("reply_to")
+    return Message(room, text, client_id, None if reply_to is None else _message_id(reply_to, "reply_to"))
+
+
+def _parse_edit(obj: dict[str, Any], max_text: int) -> Edit:
+    client_id = _client_id(obj)
+    room = validate_room(_required(obj, "room"))
+    target = _message_id(_required(obj, "id"))
+    return Edit(room, target, validate_text(_required(obj, "text"), max_text), client_id)
+
+
+def _parse_delete(obj: dict[str, Any], _max_text: int) -> Delete:
+    client_id = _client_id(obj)
+    return Delete(validate_room(_required(obj, "room")), _message_id(_required(obj, "id")), client_id)
+
+
+def _parse_react(obj: dict[str, Any], _max_text: int) -> React:
+    client_id = _client_id(obj)
+    room = validate_room(_required(obj, "room"))
+    target = _message_id(_required(obj, "id"))
+    emoji = validate_emoji(_required(obj, "emoji"))
+    on = _required(obj, "on")
+    if not isinstance(on, bool):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "on must be true or false")
+    return React(room, target, emoji, on, client_id)
 
 
 def _parse_ping(_obj: dict[str, Any], _max_text: int) -> Ping:
@@ -214,7 +296,10 @@ def _parse_ping(_obj: dict[str, Any], _max_text: int) -> Ping:
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any], int], Command]] = {
-    "join": _parse_join, "leave": _parse_leave, "message": _parse_message, "ping": _parse_ping}
+    "join": _parse_join, "leave": _parse_leave, "message": _parse_message, "ping": _parse_ping,
+    "edit": _parse_edit, "delete": _parse_delete, "react": _parse_react}
+# Frames whose refusal names their client_id in `ref` (docs/protocol.md, "Error codes").
+CARRY_CLIENT_ID = frozenset(("message", "edit", "delete", "react"))
 
 
 # ---------------------------------------------------------------- encoding
@@ -260,8 +345,26 @@ def message_json(sid: str, data: bytes | str) -> str:
     return f'{{"id":"{sid}",{data[1:]}'
 
 
+# A stream entry's ``data`` is a message object without its id, or a change: the frame its
+# members get, without ``change_id``, which always starts with its type (broker.py writes it so).
+CHANGE_PREFIX = '{"type":'
+
+
+def is_change(data: str) -> bool:
+    """True when a stream entry's ``data`` is a change (edit, delete, reaction), not a message."""
+    return data.startswith(CHANGE_PREFIX)
+
+
+def entry_frame(sid: str, data: str) -> str:
+    """The frame a stream entry becomes for clients: a ``message``, or a change with its ``change_id``."""
+    if data.startswith(CHANGE_PREFIX):
+        return f'{{"change_id":"{sid}",{data[1:]}'
+    return f'{{"type":"message","id":"{sid}",{data[1:]}'
+
+
 def message_frame(payload: bytes | str) -> str:
-    """Turn a ``chat:messages`` payload (a JSON object) into the ``message`` frame clients get.
+    """Turn a ``chat:messages`` payload (a JSON object) into the frame clients get: ``message``,
+    or a change (``message_edited``...) whose payload starts with its ``change_id``.
 
     The publishing instance's ``origin`` is the payload's last field (see `store.APPEND_LUA`)
     and is cut off: clients never see instance names. ``,"origin":`` cannot occur inside a
@@ -272,4 +375,6 @@ def message_frame(payload: bytes | str) -> str:
     cut = payload.rfind(',"origin":')
     if cut != -1:
         payload = payload[:cut] + "}"
+    if payload.startswith('{"change_id":'):
+        return payload  # a change's payload is its frame already (store.CHANGE_LUA)
     return '{"type":"message",' + payload[1:]

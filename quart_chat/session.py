@@ -20,11 +20,14 @@ from .config import Settings
 from .metrics import now
 from .protocol import (
     PONG,
+    Delete,
+    Edit,
     Join,
     Leave,
     Message,
     Ping,
     ProtocolError,
+    React,
     encode_ack,
     encode_error,
     encode_joined,
@@ -105,6 +108,8 @@ class Session:
             command = parse_frame(b"" if raw is None else raw, self._settings.max_text)
             if isinstance(command, Message):
                 await self._message(command)
+            elif isinstance(command, (Edit, Delete, React)):
+                await self._change(command)
             elif isinstance(command, Join):
                 await self._join(command)
             elif isinstance(command, Leave):
@@ -112,7 +117,12 @@ class Session:
             elif isinstance(command, Ping):
                 self.deliver(PONG)
         except ProtocolError as err:
-            self._hub.stats.errors[err.code] += 1
+            if err.ref is None:  # refused by Redis's answer, not by parsing
+                err.ref = _ref(command)
+            stats = self._hub.stats
+            stats.errors[err.code] += 1
+            if isinstance(command, (Edit, Delete, React)):
+                stats.changes_refused[err.code] += 1
             self.deliver(err.frame())
         except LimitExceeded as err:
             self._hub.stats.errors[ErrorCode.LIMIT_EXCEEDED] += 1
@@ -122,20 +132,40 @@ class Session:
             self.deliver(encode_error(ErrorCode.UNAVAILABLE, "the message store is unreachable; nothing was sent",
                                       _ref(command)))
 
-    async def _message(self, cmd: Message) -> None:
-        ref = _ref(cmd)
+    def _may_send(self, cmd: Message | Edit | Delete | React) -> str:
+        """The user, if ``cmd``'s room is joined and the rate limit (messages and changes) allows it."""
         if cmd.room not in self.rooms:
-            raise ProtocolError(ErrorCode.NOT_JOINED, f"join room {cmd.room!r} before sending to it", ref)
+            raise ProtocolError(ErrorCode.NOT_JOINED, f"join room {cmd.room!r} before sending to it", _ref(cmd))
         if not self.limiter.allow():
             s = self._settings
-            raise ProtocolError(ErrorCode.RATE_LIMITED, f"at most {s.rate_count} messages in {s.rate_seconds:g} s", ref)
+            raise ProtocolError(ErrorCode.RATE_LIMITED, f"at most {s.rate_count} messages in {s.rate_seconds:g} s",
+                                _ref(cmd))
         assert self.user is not None  # joined rooms imply a name
-        sent = await self._broker.append(cmd.room, self.user, cmd.text, cmd.client_id)
+        return self.user
+
+    def _author(self) -> str | None:
+        """Who a message belongs to beyond its shown name: the token's ``sub`` (None in open mode)."""
+        return None if self.identity is None else self.identity.sub
+
+    async def _message(self, cmd: Message) -> None:
+        user = self._may_send(cmd)
+        sent = await self._broker.append(cmd.room, user, cmd.text, cmd.client_id, cmd.reply_to, self._author())
         stats = self._hub.stats
         if sent.duplicate:
             stats.duplicates += 1
         else:
             stats.sent += 1
+        if cmd.client_id is not None:
+            self.deliver(encode_ack(cmd.client_id, sent.id, sent.durable))
+
+    async def _change(self, cmd: Edit | Delete | React) -> None:
+        user = self._may_send(cmd)
+        sent = await self._broker.change(user, self._author(), cmd)
+        stats = self._hub.stats
+        if sent.duplicate:
+            stats.duplicates += 1
+        else:
+            stats.changes[type(cmd).__name__.lower()] += 1
         if cmd.client_id is not None:
             self.deliver(encode_ack(cmd.client_id, sent.id, sent.durable))
 
@@ -160,6 +190,8 @@ class Session:
             self.user = user
             self.rooms.add(room)
             self.deliver(encode_joined(room, user, result.history, result.members, result.gap))
+            for frame in result.changes:
+                self.deliver(frame)
             return result.last
 
         started = now()
@@ -189,7 +221,10 @@ class Session:
             self._broker.spawn_cleanup(self._broker.leave_all(rooms, self.user, self.key))
 
 
+_TYPES = {Join: "join", Leave: "leave", Ping: "ping", Message: "message", Edit: "edit", Delete: "delete",
+          React: "react"}
+
+
 def _ref(command: object) -> str | None:
-    if isinstance(command, Message):
-        return command.client_id if command.client_id is not None else "message"
-    return {Join: "join", Leave: "leave", Ping: "ping"}.get(type(command))
+    client_id = getattr(command, "client_id", None)
+    return client_id if client_id is not None else _TYPES.get(type(command))

@@ -10,6 +10,10 @@ Keys and channels:
   the janitor finds idle rooms (`CHAT_ROOM_TTL`) without scanning every room;
 - ``chat:history-trimmed:<room>``: set once the stream has lost entries to the cap
   (Redis 6.2 cannot tell which IDs a trim removed; see `history.has_gap`);
+- ``chat:state:<room>``: hash message id -> the latest state of a message that was edited or
+  reacted to (JSON: ``text``, ``edited_ts``, ``reactions``, ``edits``), and
+  ``chat:state-index:<room>``: the same ids scored by their time, so that the change script
+  drops the state of messages the stream has trimmed away;
 - ``chat:members:<room>``: hash ``<node>|<session>`` -> user name;
 - ``chat:sent:<room>:<len(user)>:<user><client_id>``: the id a client_id was stored under,
   expiring after `CHAT_DEDUPE_SECONDS` (G8; the length prefix keeps user and id apart);
@@ -51,6 +55,18 @@ class Unavailable(Exception):
     """Redis cannot be reached: nothing was stored or delivered."""
 
 
+def stop_if_cancelled() -> None:
+    """Raise CancelledError when the running task was asked to stop.
+
+    For loops that run until cancelled, before they sleep: a cancellation that lands
+    inside a redis-py command may be swallowed there (8.2 does, now and then), and the
+    loop would go on for ever, holding up the shutdown.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def history_key(room: str) -> str:
     """The stream that holds a room's messages."""
     return f"chat:history:{room}"
@@ -59,6 +75,16 @@ def history_key(room: str) -> str:
 def trimmed_key(room: str) -> str:
     """The flag set once a room's stream has been trimmed."""
     return f"chat:history-trimmed:{room}"
+
+
+def state_key(room: str) -> str:
+    """The hash of the latest state of a room's changed messages."""
+    return f"chat:state:{room}"
+
+
+def state_index_key(room: str) -> str:
+    """The sorted set of a room's changed message ids, by their time (for trimming)."""
+    return f"chat:state-index:{room}"
 
 
 def members_key(room: str) -> str:
@@ -84,21 +110,42 @@ def now_ms() -> int:
 # Every script reads the Redis clock, so deadlines and activity times are one clock.
 _NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
+# What the scripts answer besides an id (a refused change stores and publishes nothing).
+STORED, DUPLICATE, NOT_FOUND, FORBIDDEN, TOO_MANY_EMOJI = range(5)
+
+# A stream entry is a message unless its data starts like a change's (protocol.CHANGE_PREFIX);
+# `data` is always an entry's first field.
+_IS_MESSAGE = """
+local function is_message(entry) return string.sub(entry[2][2], 1, 8) ~= '{"type":' end
+"""
+
 # Append and publish in one atomic step (G1's order), unless the same user already sent
 # this client_id to this room (G8: answer with the first id, store and publish nothing).
 # A script that only runs after its deadline (Redis was frozen, the sender already told
 # `unavailable`) does nothing, so `unavailable` always means "neither stored nor sent".
+# A reply must answer a message the stream still holds. In token mode the entry also keeps
+# its author's `sub` (field `author`, never served), which edits and deletes are checked against.
 # The origin goes last in the payload so that subscribers can cut it off without parsing.
 # KEYS: stream, trimmed flag, channel, sent key ('' for none), activity
-# ARGV: maxlen, data JSON, origin JSON, deadline ms, dedupe seconds, room
-APPEND_LUA = _NOW + """
+# ARGV: maxlen, data JSON, origin JSON, deadline ms, dedupe seconds, room, reply_to id or '',
+#       author or ''
+APPEND_LUA = _NOW + _IS_MESSAGE + """
 if now > tonumber(ARGV[4]) then return false end
 if KEYS[4] ~= '' then
   local first = redis.call('GET', KEYS[4])
   if first then return {first, 1} end
 end
+if ARGV[7] ~= '' then
+  local target = redis.call('XRANGE', KEYS[1], ARGV[7], ARGV[7])
+  if #target == 0 or not is_message(target[1]) then return {'', 2} end
+end
 local before = redis.call('XLEN', KEYS[1])
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+local id
+if ARGV[8] == '' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+else
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2], 'author', ARGV[8])
+end
 if redis.call('XLEN', KEYS[1]) <= before then redis.call('SET', KEYS[2], '1') end
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], id, 'EX', ARGV[5]) end
 redis.call('ZADD', KEYS[5], now, ARGV[6])
@@ -106,18 +153,158 @@ redis.call('PUBLISH', KEYS[3], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2,
 return {id, 0}
 """
 
+# One change of a stored message (edit, delete, react), as one entry of the room's stream
+# stored and published in one step like a message, so changes keep G1's order among the
+# messages, and `since` and catch-up replay them. The message's latest state goes to the
+# state hash in the same step. A delete removes every copy of the text: the message's entry,
+# its edits' entries (their ids are in its state) and its state; the delete's own entry holds
+# only the id. State of messages the stream trimmed away is dropped here (the stream cannot
+# say which ids a trim removed; the index can: ids are times). A resent client_id answers
+# with the first change's id, as for messages (G8).
+# KEYS: stream, trimmed flag, channel, sent key ('' for none), activity, state, state index
+# ARGV: maxlen, data JSON, origin JSON, deadline ms, dedupe seconds, room, kind
+#       ('edit' | 'delete' | 'react'), message id, author ('' in open mode: the user name
+#       decides), user, text | emoji, edited_ts | on ('1' | '0'), most emoji per message
+CHANGE_LUA = _NOW + _IS_MESSAGE + """
+local function ms_of(id) return tonumber(string.match(id, '^%d+')) end
+local function older(a, b)  -- stream ids compared as (ms, seq)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if am ~= bm then return tonumber(am) < tonumber(bm) end
+  return tonumber(as) < tonumber(bs)
+end
+if now > tonumber(ARGV[4]) then return false end
+if KEYS[4] ~= '' then
+  local first = redis.call('GET', KEYS[4])
+  if first then return {first, 1} end
+end
+local target = ARGV[8]
+local found = redis.call('XRANGE', KEYS[1], target, target)
+if #found == 0 or not is_message(found[1]) then return {'', 2} end
+local kind = ARGV[7]
+if kind ~= 'react' then
+  local fields = found[1][2]
+  if ARGV[9] ~= '' then
+    local author
+    for i = 3, #fields, 2 do if fields[i] == 'author' then author = fields[i + 1] end end
+    if author ~= ARGV[9] then return {'', 3} end
+  elseif cjson.decode(fields[2]).user ~= ARGV[10] then
+    return {'', 3}
+  end
+end
+local raw = redis.call('HGET', KEYS[6], target)
+local state = raw and cjson.decode(raw) or {}
+if kind == 'react' then
+  local reactions = state.reactions or {}
+  local users = reactions[ARGV[11]]
+  if ARGV[12] == '1' then
+    if not users then
+      local n = 0
+      for _ in pairs(reactions) do n = n + 1 end
+      if n >= tonumber(ARGV[13]) then return {'', 4} end
+      users = {}
+      reactions[ARGV[11]] = users
+    end
+    local has = false
+    for _, u in ipairs(users) do if u == ARGV[10] then has = true end end
+    if not has then users[#users + 1] = ARGV[10] end
+  elseif users then
+    for i, u in ipairs(users) do
+      if u == ARGV[10] then table.remove(users, i) break end
+    end
+    if #users == 0 then reactions[ARGV[11]] = nil end
+  end
+  state.reactions = next(reactions) and reactions or nil
+end
+local before = redis.call('XLEN', KEYS[1])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+if redis.call('XLEN', KEYS[1]) <= before then redis.call('SET', KEYS[2], '1') end
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+if kind == 'delete' then
+  redis.call('XDEL', KEYS[1], target, unpack(state.edits or {}))
+  redis.call('HDEL', KEYS[6], target)
+  redis.call('ZREM', KEYS[7], target)
+else
+  if kind == 'edit' then
+    state.text = ARGV[11]
+    state.edited_ts = tonumber(ARGV[12])
+    local edits = {}
+    for _, e in ipairs(state.edits or {}) do
+      if not older(e, oldest) then edits[#edits + 1] = e end  -- the trimmed ones are gone already
+    end
+    edits[#edits + 1] = id
+    state.edits = edits
+  end
+  if next(state) then
+    redis.call('HSET', KEYS[6], target, cjson.encode(state))
+    redis.call('ZADD', KEYS[7], ms_of(target), target)
+  else
+    redis.call('HDEL', KEYS[6], target)
+    redis.call('ZREM', KEYS[7], target)
+  end
+end
+local stale = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', '(' .. ms_of(oldest), 'LIMIT', 0, 1000)
+if #stale > 0 then
+  redis.call('HDEL', KEYS[6], unpack(stale))
+  redis.call('ZREM', KEYS[7], unpack(stale))
+end
+if KEYS[4] ~= '' then redis.call('SET', KEYS[4], id, 'EX', ARGV[5]) end
+redis.call('ZADD', KEYS[5], now, ARGV[6])
+redis.call('PUBLISH', KEYS[3], '{"change_id":"' .. id .. '",' .. string.sub(ARGV[2], 2, -2) .. ',"origin":' .. ARGV[3] .. '}')
+return {id, 0}
+"""
+
+# The newest `n` messages at or below `top` ('+' or '(' .. id), newest first, passing over
+# change entries, and the id of the newest entry of any kind (false: none). Rooms without
+# changes read one batch, as before changes existed.
+_NEWEST_MESSAGES = """
+local function newest_messages(stream, top, n)
+  local out = {}
+  local newest = false
+  local want = math.max(n, 1)
+  while #out < n or newest == false do
+    local batch = redis.call('XREVRANGE', stream, top, '-', 'COUNT', want)
+    if #batch == 0 then break end
+    if newest == false then newest = batch[1][1] end
+    for _, e in ipairs(batch) do
+      if #out < n and is_message(e) then out[#out + 1] = e end
+    end
+    if #batch < want then break end
+    top = '(' .. batch[#batch][1]
+  end
+  return out, newest
+end
+-- The state hash's entries for `entries` (false for a message never changed).
+local function states_of(key, entries)
+  if #entries == 0 or redis.call('EXISTS', key) == 0 then return {} end
+  local ids = {}
+  for i, e in ipairs(entries) do ids[i] = e[1] end
+  return redis.call('HMGET', key, unpack(ids))
+end
+"""
+
+# A page of REST history: the newest ARGV[3] messages below ARGV[2], with their states, in
+# one step so that no change falls between the two reads. False when the room does not exist.
+# KEYS: rooms, stream, state   ARGV: room, top ('+' or '(' .. id), count
+HISTORY_LUA = _IS_MESSAGE + _NEWEST_MESSAGES + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return false end
+local entries = newest_messages(KEYS[2], ARGV[2], tonumber(ARGV[3]))
+return {entries, states_of(KEYS[3], entries)}
+"""
+
 # A join in one step: create the room if the deployment has room for it (CHAT_MAX_ROOMS,
 # checked here so two instances cannot both create the last one), add the member, read the
 # history and the members, and announce what is new. Returns false when the room would be
 # one too many; else {created, member names (each once, only those on live nodes: a dead
 # node's members are not shown while they wait for the janitor), entries, oldest, trimmed,
-# newest (read only when nothing follows `since`)}. Reading the members and adding this one
+# newest id (of any entry), states of the entries}. Reading the members and adding this one
 # in one script means a leave of the same name cannot interleave, so `user_joined` is never
 # lost.
-# KEYS: rooms, members, node rooms, stream, trimmed flag, instances, activity, notifications
+# KEYS: rooms, members, node rooms, stream, trimmed flag, instances, activity, notifications,
+#       state
 # ARGV: room, field, user, max rooms, 'last'|'since', count|since id, alive cutoff ms,
 #       user JSON, session JSON, origin JSON
-JOIN_LUA = _NOW + """
+JOIN_LUA = _NOW + _IS_MESSAGE + _NEWEST_MESSAGES + """
 local created = 0
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return false end
@@ -149,17 +336,22 @@ if not known then
 end
 local entries
 local oldest = {}
-local newest = {}
+local newest = false
 local trimmed = 0
 if ARGV[5] == 'last' then
-  entries = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', ARGV[6])
+  entries, newest = newest_messages(KEYS[4], '+', tonumber(ARGV[6]))
 else
   entries = redis.call('XRANGE', KEYS[4], '(' .. ARGV[6], '+')
   oldest = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)
   trimmed = redis.call('EXISTS', KEYS[5])
-  if #entries == 0 then newest = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1) end
+  if #entries == 0 then
+    local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+    if #last > 0 then newest = last[1][1] end
+  else
+    newest = entries[#entries][1]
+  end
 end
-return {created, names, entries, oldest, trimmed, newest}
+return {created, names, entries, oldest, trimmed, newest, states_of(KEYS[9], entries)}
 """
 
 # Remove one member; announce `user_left` only when that name has no other connection in
@@ -181,7 +373,8 @@ return 2
 # Remove a room that has had no member and no message since ARGV[1] (ms), with every key
 # it had, and tell every instance. Checked again here: a join or a message may have come
 # between the janitor's read and this script. A room that still has members is not idle.
-# KEYS: rooms, activity, members, stream, trimmed flag, notifications   ARGV: cutoff, room, origin JSON
+# KEYS: rooms, activity, members, stream, trimmed flag, notifications, state, state index
+# ARGV: cutoff, room, origin JSON
 EXPIRE_LUA = _NOW + """
 local last = redis.call('ZSCORE', KEYS[2], ARGV[2])
 if last and tonumber(last) > tonumber(ARGV[1]) then return 0 end
@@ -189,7 +382,7 @@ if redis.call('HLEN', KEYS[3]) > 0 then
   redis.call('ZADD', KEYS[2], now, ARGV[2])  -- in use: not idle, look again a TTL later
   return 0
 end
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8])
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('PUBLISH', KEYS[6], '{"type":"room_removed","room":"' .. ARGV[2] .. '","ts":' .. now .. ',"origin":' .. ARGV[3] .. '}')

@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from .protocol import dumps, format_stream_id, message_frame, message_json, parse_stream_id
+from .protocol import dumps, entry_frame, format_stream_id, message_frame, parse_stream_id
 from .rooms import Hub
-from .store import MESSAGES, NOTIFICATIONS, UNREACHABLE, history_key, make_client
+from .store import MESSAGES, NOTIFICATIONS, UNREACHABLE, history_key, make_client, stop_if_cancelled
 
 log = logging.getLogger("quart_chat.subscriber")
 
@@ -81,6 +81,7 @@ class Subscriber:
             finally:
                 self.subscribed = False
                 await asyncio.gather(pubsub.aclose(), client.aclose(), return_exceptions=True)
+            stop_if_cancelled()
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
 
@@ -107,7 +108,7 @@ class Subscriber:
                     history_key(room), "(" + format_stream_id(start), "+", count=CATCHUP_BATCH)
                 for sid, fields in entries:
                     parsed = parse_stream_id(sid)
-                    frame = message_frame(message_json(sid, fields["data"]))
+                    frame = entry_frame(sid, fields["data"])
                     if parsed is not None and hub.dispatch(room, parsed, frame):
                         hub.stats.catchup += 1
                 start = parse_stream_id(entries[-1][0]) if len(entries) == CATCHUP_BATCH else None
@@ -138,10 +139,11 @@ class Subscriber:
 
 
 def on_message(hub: Hub, payload: str) -> None:
-    """Dispatch one ``chat:messages`` payload to the local members of its room."""
+    """Dispatch one ``chat:messages`` payload (a message, or a change of one) to the local
+    members of its room, in stream order: a change's place is its ``change_id``."""
     try:
         head = orjson.loads(payload)
-        room, sid = head["room"], parse_stream_id(head["id"])
+        room, sid = head["room"], parse_stream_id(head.get("change_id") or head["id"])
     except (ValueError, KeyError, TypeError):
         log.error("ignoring a malformed payload on %s: %.200s", MESSAGES, payload)
         return

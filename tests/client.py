@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +13,8 @@ import websockets
 
 # Frames `expect` passes over unless asked for: events and acks arrive between replies.
 PASSED_OVER = ("room_created", "room_removed", "user_joined", "user_left", "ack")
+# Frames that are entries of a room's stream, in its order (docs/protocol.md, "A message's life").
+STREAM_FRAMES = ("message", "message_edited", "message_deleted", "reaction")
 
 
 class ChatClient:
@@ -70,8 +74,17 @@ class ChatClient:
             frame["client_id"] = client_id
         await self.send(frame)
 
-    async def messages(self, count: int, timeout: float = 10.0, room: str | None = None) -> list[dict]:
-        """The next ``count`` message frames (of ``room`` if given), other frames passed over."""
+    async def change(self, kind: str, room: str, target: str, client_id: str | None = None, **fields: Any) -> None:
+        """Send an ``edit``, ``delete`` or ``react`` of message ``target``."""
+        frame = {"type": kind, "room": room, "id": target, **fields}
+        if client_id is not None:
+            frame["client_id"] = client_id
+        await self.send(frame)
+
+    async def stream(self, count: int, timeout: float = 10.0, room: str | None = None,
+                     kinds: tuple[str, ...] = STREAM_FRAMES) -> list[dict]:
+        """The next ``count`` stream frames (messages and changes, or ``kinds``) of ``room`` if
+        given, other frames passed over; an error frame fails."""
         got: list[dict] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -79,9 +92,25 @@ class ChatClient:
             frame = await self.recv(max(0.01, deadline - loop.time()))
             if frame["type"] == "error":
                 raise AssertionError(f"unexpected error frame {frame}")
-            if frame["type"] == "message" and (room is None or frame["room"] == room):
+            if frame["type"] in kinds and (room is None or frame["room"] == room):
                 got.append(frame)
         return got
+
+    def seen(self, room: str | None = None) -> list[dict]:
+        """Every stream frame received so far (of ``room`` if given), whoever read it."""
+        return [f for f in self.frames if f["type"] in STREAM_FRAMES and (room is None or f["room"] == room)]
+
+    async def seen_at_least(self, count: int, timeout: float = 10.0, room: str | None = None) -> list[dict]:
+        """`seen`, once it holds ``count`` frames."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.seen(room)) < count:
+            await self.recv(max(0.01, deadline - loop.time()))
+        return self.seen(room)
+
+    async def messages(self, count: int, timeout: float = 10.0, room: str | None = None) -> list[dict]:
+        """The next ``count`` message frames (of ``room`` if given), other frames passed over."""
+        return await self.stream(count, timeout, room, kinds=("message",))
 
     async def quiet(self, seconds: float = 0.3) -> list[dict]:
         """Every frame that arrives within ``seconds`` (expected: none of interest)."""
@@ -94,6 +123,20 @@ class ChatClient:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    """GET ``url``: its status and decoded JSON body, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def stream_id(frame: dict) -> str:
+    """Where a stream frame stands in its room's order: a change's own id, a message's id."""
+    return frame.get("change_id") or frame["id"]
 
 
 def id_key(sid: str) -> tuple[int, int]:

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 
 import pytest
 
-from client import ChatClient, id_key
+from client import ChatClient, get_json, id_key
 
 # Run again on the portable path (CHAT_FAST_PATH=0): scripts/test's portable pass.
 pytestmark = pytest.mark.portable
-
-
-def get_json(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 async def test_seed_scenario_three_instances(cluster, room):

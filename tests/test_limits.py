@@ -6,28 +6,17 @@ whose reply was lost.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import redis
 import websockets
 
-from client import ChatClient
+from client import ChatClient, get_json
 from cluster import scrape
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def get_json(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
 
 
 def rdb(cluster) -> redis.Redis:

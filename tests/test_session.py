@@ -43,7 +43,8 @@ class MemoryBroker:
             err, self.fail = self.fail, None
             raise err
 
-    async def append(self, room: str, user: str, text: str, client_id: str | None) -> Sent:
+    async def append(self, room: str, user: str, text: str, client_id: str | None, reply_to: str | None = None,
+                     author: str | None = None) -> Sent:
         self._maybe_fail()
         if client_id is not None and (room, user, client_id) in self.ids:
             return Sent(self.ids[(room, user, client_id)], duplicate=True)

@@ -240,6 +240,33 @@ async def test_the_user_is_the_tokens(hs_cluster, room):
         await bob.close()
 
 
+async def test_edits_belong_to_the_tokens_sub_not_its_name(hs_cluster, room):
+    """Two tokens with one name and two subs are two authors: neither edits or deletes the
+    other's messages; the author's sub, kept in Redis, is never served."""
+    alice = await connect(hs_cluster[0], hs("Alice"))
+    other = await connect(hs_cluster[1], hs("Alice", sub="id-someone-else"))
+    again = await connect(hs_cluster[0], hs("Alice"))
+    try:
+        for cl in (alice, other, again):
+            await cl.join(room)
+        await alice.send({"type": "message", "room": room, "text": "mine", "client_id": "m"})
+        mid = (await alice.until(lambda f: f["type"] == "ack"))["id"]
+        for kind, extra in (("edit", {"text": "not yours"}), ("delete", {})):
+            await other.send({"type": kind, "room": room, "id": mid, "client_id": kind, **extra})
+            err = await other.until(lambda f: f["type"] == "error")
+            assert (err["code"], err["ref"]) == ("forbidden", kind)
+        await again.send({"type": "edit", "room": room, "id": mid, "text": "mine, edited", "client_id": "e"})
+        assert (await again.until(lambda f: f["type"] == "ack"))["client_id"] == "e"
+        late = await connect(hs_cluster[1], hs("Carol"))
+        history = (await late.join(room))["history"]
+        await late.close()
+        assert [(m["text"], m["user"]) for m in history] == [("mine, edited", "Alice")]
+        assert "id-Alice" not in json.dumps(history)
+    finally:
+        for cl in (alice, other, again):
+            await cl.close()
+
+
 async def test_forbidden_rooms_create_nothing(hs_cluster, r, room):
     token = hs("Dana", rooms=[room + "_general", room + "_team-*"])
     dana = await connect(hs_cluster[0], token)
