@@ -1,12 +1,13 @@
 """A Python client for quart_chat servers (asyncio, over the ``websockets`` package), for bots.
 
 It does what `docs/protocol.md`, "Reconnecting correctly", asks of every client: it keeps the
-newest message id of each room and joins again with ``since`` after a drop, so nothing is
-missed and nothing comes twice; it keeps every sent message until its ``ack`` and sends it
-again, with the same ``client_id``, after a reconnect (the server stores it once: G8); it
-reconnects by itself with backoff and jitter, to the next of its URLs in turn. What comes in
-is typed events (dataclasses): `Message`, `Joined`, `Ack`, `Error`, `UserJoined`, `UserLeft`,
-`RoomCreated`, `RoomRemoved`, `Left`, `Pong`, and the client's own `Connected` and
+newest message or change id of each room and joins again with ``since`` after a drop, so
+nothing is missed and nothing comes twice; it keeps every sent message and change (edit,
+delete, react) until its ``ack`` and sends it again, with the same ``client_id``, after a
+reconnect (the server applies it once: G8); it reconnects by itself with backoff and jitter,
+to the next of its URLs in turn. What comes in is typed events (dataclasses): `Message`,
+`MessageEdited`, `MessageDeleted`, `Reaction`, `Joined`, `Ack`, `Error`, `UserJoined`,
+`UserLeft`, `RoomCreated`, `RoomRemoved`, `Left`, `Pong`, and the client's own `Connected` and
 `Disconnected`.
 
     import asyncio
@@ -23,11 +24,14 @@ is typed events (dataclasses): `Message`, `Joined`, `Ack`, `Error`, `UserJoined`
 
 Every message reaches the events once, in id order per room: those of a ``joined``'s history
 (the ones missed, after a reconnect) as `Message` with ``live=False``, right after their
-`Joined`, then the live ones. More in `docs/client.md`.
+`Joined`, then the live ones. Changes come once too, in stream order among the messages; after
+a rejoin, those made meanwhile to messages the client already had follow the history. More in
+`docs/client.md`.
 
 The lower-level pieces are public too: `Connection` (one WebSocket: open, send, join and wait
 for ``joined``, read every frame in one task; no reconnect), `parse_event`, `Backoff`,
-`join_frame` and `message_frame`. The load tool (``quart-chat bench``) is built on them.
+`join_frame`, `message_frame`, `edit_frame`, `delete_frame` and `react_frame`. The load tool
+(``quart-chat bench``) is built on them.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from .connection import CONNECT_OPTIONS, Backoff, Connection
 from .events import (
     RETRYABLE,
     Ack,
+    Change,
     ChatError,
     Connected,
     Disconnected,
@@ -51,16 +56,22 @@ from .events import (
     Joined,
     Left,
     Message,
+    MessageDeleted,
+    MessageEdited,
     Pong,
+    Reaction,
     RoomCreated,
     RoomRemoved,
     Unknown,
     UserJoined,
     UserLeft,
+    delete_frame,
+    edit_frame,
     id_key,
     join_frame,
     message_frame,
     parse_event,
+    react_frame,
 )
 
 __all__ = [
@@ -68,6 +79,7 @@ __all__ = [
     "RETRYABLE",
     "Ack",
     "Backoff",
+    "Change",
     "ChatClient",
     "ChatError",
     "Connected",
@@ -78,28 +90,41 @@ __all__ = [
     "Joined",
     "Left",
     "Message",
+    "MessageDeleted",
+    "MessageEdited",
     "Outgoing",
     "Pong",
+    "Reaction",
     "RoomCreated",
     "RoomRemoved",
     "Unknown",
     "UserJoined",
     "UserLeft",
+    "delete_frame",
+    "edit_frame",
     "id_key",
     "join_frame",
     "message_frame",
     "parse_event",
+    "react_frame",
 ]
 
 # ------------------------------------------------------------------ the client
 @dataclass
 class Outgoing:
-    """A sent message not acknowledged yet."""
+    """A sent message or change not acknowledged yet; ``frame`` is what is sent (again).
+
+    ``text`` is the message's or the edit's text, a reaction's emoji, "" for a delete."""
 
     room: str
     text: str
     client_id: str
     attempts: int = 0
+    frame: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.frame:  # made the older way, from room and text alone: a plain message
+            self.frame = message_frame(self.room, self.text, self.client_id)
 
 
 class _Link(Connection):
@@ -123,6 +148,9 @@ class _Link(Connection):
 class _State:
     rooms: dict[str, str | None] = field(default_factory=dict)  # rooms to be in -> the first join's since
     last_ids: dict[str, str] = field(default_factory=dict)
+    # Room -> the newest change kept since its `joined` (from the id the join asked `since`):
+    # the changes a rejoin replays may be older than a message of its history, yet new.
+    replay: dict[str, str] = field(default_factory=dict)
     unacked: dict[str, Outgoing] = field(default_factory=dict)
     acks: dict[str, asyncio.Future[str]] = field(default_factory=dict)
 
@@ -163,12 +191,13 @@ class ChatClient:
 
     @property
     def last_ids(self) -> dict[str, str]:
-        """Room -> the newest message id seen there (what a rejoin asks ``since``)."""
+        """Room -> the newest message or change id seen there, compared as (ms, seq): what a
+        rejoin asks ``since``."""
         return self._state.last_ids
 
     @property
     def unacked(self) -> dict[str, Outgoing]:
-        """``client_id`` -> each sent message still waiting for its ack, oldest first."""
+        """``client_id`` -> each sent message or change still waiting for its ack, oldest first."""
         return self._state.unacked
 
     @property
@@ -200,17 +229,39 @@ class ChatClient:
                 await asyncio.sleep(0.05)  # the link dropped meanwhile: on the next one
 
     async def leave(self, room: str) -> None:
+        """Leave ``room``; it is not joined again at a reconnect."""
         self._state.rooms.pop(room, None)
+        self._state.replay.pop(room, None)
         link = self._link
         if link is not None and room in link.rooms:
             link.rooms.discard(room)
             await self._try_send(link, {"type": "leave", "room": room})
 
-    async def send(self, room: str, text: str, client_id: str | None = None) -> str:
-        """Send ``text`` to ``room`` (joined first); returns its ``client_id`` (made here if not
-        given). Kept, and sent again after a reconnect, until the server acknowledges it."""
+    async def send(self, room: str, text: str, client_id: str | None = None, reply_to: str | None = None) -> str:
+        """Send ``text`` to ``room`` (joined first), answering message ``reply_to`` if given; returns
+        its ``client_id`` (made here if not given). Kept, and sent again after a reconnect, until acked."""
         cid = client_id or next(self._ids)
-        out = Outgoing(room, text, cid)
+        return await self._submit(Outgoing(room, text, cid, frame=message_frame(room, text, cid, reply_to)))
+
+    async def edit(self, room: str, id: str, text: str, client_id: str | None = None) -> str:
+        """Make message ``id`` (one's own) read ``text``; returns the ``client_id``, kept until acked like `send`."""
+        cid = client_id or next(self._ids)
+        return await self._submit(Outgoing(room, text, cid, frame=edit_frame(room, id, text, cid)))
+
+    async def delete(self, room: str, id: str, client_id: str | None = None) -> str:
+        """Delete message ``id`` (one's own); returns the ``client_id``, kept until acked like `send`."""
+        cid = client_id or next(self._ids)
+        return await self._submit(Outgoing(room, "", cid, frame=delete_frame(room, id, cid)))
+
+    async def react(self, room: str, id: str, emoji: str, on: bool = True, client_id: str | None = None) -> str:
+        """Add (``on``) or take back this user's ``emoji`` on message ``id``; returns the ``client_id``,
+        kept until acked like `send`."""
+        cid = client_id or next(self._ids)
+        return await self._submit(Outgoing(room, emoji, cid, frame=react_frame(room, id, emoji, on, cid)))
+
+    async def _submit(self, out: Outgoing) -> str:
+        """Keep ``out`` until its ack, with a future for `acked`, and send it if its room is joined."""
+        room, cid = out.room, out.client_id
         st = self._state
         st.unacked[cid] = out
         if cid not in st.acks:
@@ -223,7 +274,8 @@ class ChatClient:
         return cid
 
     async def acked(self, client_id: str, timeout: float | None = None) -> str:
-        """Wait for ``client_id``'s ack (through any reconnects): the stored message's id."""
+        """Wait for ``client_id``'s ack (through any reconnects): the stored message's id, or the
+        change's ``change_id``. Raises `ChatError` when the server refused it for good."""
         fut = self._state.acks.get(client_id)
         if fut is None:
             raise KeyError(client_id)
@@ -304,7 +356,7 @@ class ChatClient:
 
     async def _send_out(self, link: _Link, out: Outgoing) -> None:
         out.attempts += 1
-        await self._try_send(link, message_frame(out.room, out.text, out.client_id))
+        await self._try_send(link, out.frame)
 
     @staticmethod
     async def _try_send(link: _Link, frame: dict[str, Any]) -> None:
@@ -318,6 +370,25 @@ class ChatClient:
     def _fresh(self, m: Message) -> bool:
         last = self._state.last_ids.get(m.room)
         return last is None or id_key(m.id) > id_key(last)
+
+    def _fresh_change(self, c: Change) -> bool:
+        st = self._state
+        last = st.last_ids.get(c.room)
+        key = id_key(c.change_id)
+        if last is None or key > id_key(last):
+            return True
+        # Right after a rejoin, its replayed changes come after the history, in stream order:
+        # one may be older than a message of that history and still be new to this client.
+        mark = st.replay.get(c.room)
+        return mark is not None and key > id_key(mark)
+
+    def _keep_change(self, c: Change) -> None:
+        st = self._state
+        if c.room in st.replay:
+            st.replay[c.room] = c.change_id
+        last = st.last_ids.get(c.room)
+        if last is None or id_key(c.change_id) > id_key(last):
+            st.last_ids[c.room] = c.change_id
 
     def _keep(self, m: Message) -> None:
         st = self._state
@@ -338,11 +409,24 @@ class ChatClient:
         """Every frame of the current connection, in order (from its reader task)."""
         if isinstance(ev, Message):
             if self._fresh(ev):
+                if self._state.replay:
+                    self._state.replay.pop(ev.room, None)  # a live message: the replay is over
                 self._keep(ev)
+                self._emit(ev)
+            return
+        if isinstance(ev, (MessageEdited, MessageDeleted, Reaction)):
+            if self._fresh_change(ev):
+                self._keep_change(ev)
                 self._emit(ev)
             return
         if isinstance(ev, Joined):
             self.name = ev.user
+            st = self._state
+            floor = st.last_ids.get(ev.room) or st.rooms.get(ev.room)  # the `since` this join asked
+            if floor is None:
+                st.replay.pop(ev.room, None)  # no `since`: the server replays no change
+            else:
+                st.replay[ev.room] = floor
             fresh = [m for m in ev.history if self._fresh(m)]
             for m in fresh:
                 self._keep(m)
