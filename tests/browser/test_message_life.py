@@ -132,6 +132,12 @@ async def chip_state(page, text: str) -> list[tuple[str, str, str | None, str | 
 async def test_two_users_edit_delete_reply_and_react_live_and_after_a_reload(cluster, room, browser):
     require_axe()
     audit = Audit()
+
+    async def look(page, state: str) -> None:
+        """axe over the page in this state, and a screenshot of it."""
+        await audit(page, state)
+        await browser.shot(page, state)
+
     al, _ = await browser.open(cluster[0].http_url + "/", label="al", init_script=WS_SPY)
     bo, _ = await browser.open(cluster[1].http_url + "/", label="bo", init_script=WS_SPY)
     await join(al, room, "Al")
@@ -147,8 +153,7 @@ async def test_two_users_edit_delete_reply_and_react_live_and_after_a_reload(clu
     editor = msg(al, "lunch at noon?").locator(".edit-input")
     await expect(editor).to_be_focused()
     await expect(editor).to_have_value("lunch at noon?")
-    await audit(al, "editing in place")
-    await browser.shot(al, "editing")
+    await look(al, "editing in place")
     await editor.fill("lunch at 12:30?")
     await editor.press("Enter")
     await expect(al.locator("#message")).to_be_focused()
@@ -170,8 +175,7 @@ async def test_two_users_edit_delete_reply_and_react_live_and_after_a_reload(clu
     menu = await open_menu(al, "helo everyone")
     await expect(menu.locator('[role="menuitem"]')).to_have_text(["Add reaction", "Reply", "Edit", "Delete"])
     await expect(menu.locator('[role="menuitem"]').first).to_be_focused()
-    await audit(al, "actions menu open")
-    await browser.shot(al, "menu")
+    await look(al, "actions menu open")
     await menu.locator(".menu-edit").click()
     await msg(al, "helo everyone").locator(".edit-input").fill("hello everyone")
     await al.keyboard.press("Enter")
@@ -189,8 +193,7 @@ async def test_two_users_edit_delete_reply_and_react_live_and_after_a_reload(clu
     await expect(bo.locator("#reply-bar")).to_be_visible()
     await expect(bo.locator("#reply-bar-text")).to_have_text("Replying to Al: lunch at 12:30?")
     await expect(bo.locator("#message")).to_be_focused()
-    await audit(bo, "replying")
-    await browser.shot(bo, "replying")
+    await look(bo, "replying")
     await send(bo, "count me in")
     await expect(bo.locator("#reply-bar")).to_be_hidden()
     sent = [f for f in await frames(bo, "sent", "message") if f["text"] == "count me in"]
@@ -209,8 +212,7 @@ async def test_two_users_edit_delete_reply_and_react_live_and_after_a_reload(clu
     await m.hover()
     await m.locator(".tool-react").click()
     await expect(al.locator("#emoji-picker .emoji-choice").first).to_be_focused()
-    await audit(al, "emoji picker open")
-    await browser.shot(al, "picker")
+    await look(al, "emoji picker open")
     for key in ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowLeft"):   # 👍 -> ❤️ -> 😂 -> 🎉 -> 😂
         await al.keyboard.press(key)
     await al.keyboard.press("ArrowRight")
@@ -239,16 +241,14 @@ async def test_two_users_edit_delete_reply_and_react_live_and_after_a_reload(clu
     await expect(bo.locator("#confirm-delete")).to_be_visible()
     await expect(bo.locator("#confirm-delete-preview")).to_have_text("oops, wrong room")
     await expect(bo.locator("#confirm-delete-cancel")).to_be_focused()
-    await audit(bo, "delete confirmation")
-    await browser.shot(bo, "confirm-delete")
+    await look(bo, "delete confirmation")
     await bo.locator("#confirm-delete-ok").click()
     for page in (al, bo):
         gone = page.locator(f'{MESSAGES}[data-id="{oops_id}"]')
         await expect(gone).to_have_class(re.compile(r"\bremoved\b"))
         await expect(gone.locator(".removed-note")).to_have_text("This message was deleted")
         await expect(gone.locator(".text")).to_have_text("")
-    await audit(al, "a removed message")
-    await browser.shot(al, "removed")
+    await look(al, "a removed message")
     assert "wrong room" not in await al.locator("#messages").text_content()
 
     # After a reload each page shows the latest state; the deleted message is left out.
@@ -354,7 +354,7 @@ async def test_the_conversation_screenshot(make_cluster, browser):
     try:
         await maya.join(room, "Maya")
         await leo.join(room, "Leo")
-        at = lambda h, m: utc_at(1, h, m)  # noqa: E731
+        at = lambda h, m: utc_at(1, h, m)
         ids = await seed_messages(c.redis.url, room, [
             (at(9, 12), "Maya", "Release candidate 2.4 is on staging"),
             (at(9, 14), "Leo", "Smoke tests are green. Anything else?"),
@@ -393,3 +393,63 @@ async def test_the_conversation_screenshot(make_cluster, browser):
     finally:
         await maya.close()
         await leo.close()
+
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+VARIANTS = {
+    "desktop-dark": {"viewport": {"width": 1280, "height": 800}, "color_scheme": "dark"},
+    "phone": PHONE,
+    "phone-dark": {**PHONE, "color_scheme": "dark"},
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+async def test_axe_finds_nothing_in_the_new_states(cluster, room, browser, variant):
+    """A quote, chips, "(edited)" and a removed message, the menu, the picker, editing and
+    replying: clean in the dark colour scheme and on a phone too (the light desktop is audited
+    by the two-user test)."""
+    require_axe()
+    audit = Audit()
+    sam = await ChatClient.connect(cluster[1].ws_url)
+    try:
+        await sam.join(room, "Sam")
+        page, _ = await browser.open(cluster[0].http_url + "/", label=variant, init_script=WS_SPY, **VARIANTS[variant])
+        await join(page, room, "Al")
+        await send(page, "mine, to be edited")
+        await sam.say(room, "doomed")
+        await expect(page.locator(MESSAGES)).to_have_count(2)
+        ids = await page.eval_on_selector_all(MESSAGES, "els => els.map(e => e.dataset.id)")
+        await change_by(sam, {"type": "react", "room": room, "id": ids[0], "emoji": "👍", "on": True}, "a1")
+        await sam.send({"type": "message", "room": room, "text": "a reply", "reply_to": ids[0]})
+        await change_by(sam, {"type": "delete", "room": room, "id": ids[1]}, "a2")
+        await page.locator("#message").press("ArrowUp")
+        await page.locator(".edit-input").fill("mine, edited")
+        await page.keyboard.press("Enter")
+        await expect(msg(page, "mine, edited").locator(".edited")).to_have_count(1)
+        await expect(msg(page, "a reply").locator(".reply-quote .quote-text")).to_have_text("mine, edited")
+        await expect(page.locator(f"{MESSAGES}.removed")).to_have_count(1)
+        await audit(page, "quote, chips, edited, removed")
+        await browser.shot(page, "conversation")
+
+        menu = await open_menu(page, "a reply")
+        await audit(page, "menu open")
+        await menu.locator(".menu-react").click()
+        await expect(page.locator("#emoji-picker")).to_be_visible()
+        await audit(page, "picker open")
+        await browser.shot(page, "picker")
+        await page.keyboard.press("Escape")
+        await expect(page.locator("#emoji-picker")).to_be_hidden()
+        await open_menu(page, "a reply")
+        await page.locator("#msg-menu .menu-reply").click()
+        await expect(page.locator("#reply-bar")).to_be_visible()
+        await audit(page, "replying")
+        await page.locator("#message").press("Escape")
+        await expect(page.locator("#reply-bar")).to_be_hidden()
+        await page.locator("#message").press("ArrowUp")
+        await expect(page.locator(".edit-input")).to_be_focused()
+        await audit(page, "editing")
+        await browser.shot(page, "editing")
+        await page.keyboard.press("Escape")
+        audit.check()
+    finally:
+        await sam.close()

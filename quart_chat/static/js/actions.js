@@ -10,6 +10,7 @@ import { link, sendFrame } from './connection.js';
 import { button, el, placeNear, plainEnter, rovingIndex, ui } from './dom.js';
 import { deleteFrame, editFits, editFrame, reactFrame } from './frames.js';
 import { me } from './identity.js';
+import { ERROR_TEXT } from './incoming.js';
 import { canAddEmoji, lastOwnMessage } from './life.js';
 import { findEntry, isMine } from './messages.js';
 import { closePicker, openPicker, pickerOpen, placePicker } from './picker.js';
@@ -21,16 +22,14 @@ import { toast } from './toasts.js';
 const MAX_FRAME_FALLBACK = 16384;
 const EDIT_MAX_HEIGHT_PX = 220;
 
-// Why a change was refused, as the person sees it (the server's `error` codes).
+// Why a change was refused, as the person sees it, where it differs from a message's
+// refusal (the server's `error` codes; the others as incoming.js words them).
 const REFUSED = {
   not_found: 'That message is no longer there',
   forbidden: 'Only its author can edit or delete a message',
   invalid_text: 'Not saved: the text is empty, too long or has invalid characters',
   limit_exceeded: 'This message already has the most different reactions it can take',
-  rate_limited: "You're sending too fast — slow down",
   unavailable: 'Server storage unavailable — the change was not saved',
-  not_joined: "You're not in that room",
-  bad_request: 'The server rejected a malformed request',
   unknown_type: 'This server cannot edit, delete or react to messages',
 };
 const NOT_SENT = { edit: 'the edit was not saved', delete: 'the message was not deleted', react: 'the reaction was not sent' };
@@ -64,7 +63,7 @@ export function changeAnswered(cid, ok, code, serverMsg) {
   ops.delete(cid);
   if (!ok) {
     const precise = code === 'invalid_text' && serverMsg ? 'Not saved: ' + serverMsg : '';
-    toast(precise || REFUSED[code] || serverMsg || 'Error: ' + code, '', { code, group: 'change' });
+    toast(precise || REFUSED[code] || ERROR_TEXT[code] || serverMsg || 'Error: ' + code, '', { code, group: 'change' });
   }
   if (op.done) op.done(ok, code);
   return true;

@@ -20,7 +20,7 @@ import { scrollToBottom, updateComposer, updateEmptyState, updateLoadOlder } fro
 
 const JOIN_RETRY_MS = 3000;
 
-const ERROR_TEXT = {
+export const ERROR_TEXT = {
   rate_limited: "You're sending too fast — slow down",
   invalid_text: 'Message not sent: it is empty or too long',
   unavailable: 'Server storage unavailable — your message was not sent',
