@@ -1,5 +1,6 @@
 """quart_chat.client against real instances: events, acks, reconnect with ``since`` after an
-instance stops or dies, and resends after a reconnect that the server stores once (G8)."""
+instance stops or dies, and resends after a reconnect that the server stores once (G8); edits,
+deletes, replies and reactions, live and replayed after a rejoin."""
 
 from __future__ import annotations
 
@@ -18,14 +19,22 @@ from quart_chat.client import (
     ChatError,
     Connected,
     Disconnected,
+    Error,
     Event,
     Joined,
     Message,
+    MessageDeleted,
+    MessageEdited,
+    Reaction,
     RoomCreated,
     Unknown,
     UserJoined,
+    delete_frame,
+    edit_frame,
     id_key,
+    message_frame,
     parse_event,
+    react_frame,
 )
 
 from client import ChatClient as RawClient
@@ -46,6 +55,21 @@ async def until(chat: ChatClient, pred: Callable[[Event], bool], timeout: float 
             return got
 
 
+def life(events: list[Event]) -> list[tuple[Any, ...]]:
+    """The messages and changes among ``events``, as comparable tuples (no clock values)."""
+    out: list[tuple[Any, ...]] = []
+    for e in events:
+        if isinstance(e, Message):
+            out.append(("message", e.id, e.text, e.reply_to, e.live))
+        elif isinstance(e, MessageEdited):
+            out.append(("edited", e.id, e.text, e.change_id))
+        elif isinstance(e, MessageDeleted):
+            out.append(("deleted", e.id, e.change_id))
+        elif isinstance(e, Reaction):
+            out.append(("reaction", e.id, e.emoji, e.user, e.on, e.change_id))
+    return out
+
+
 def history(http_url: str, room: str) -> list[dict[str, Any]]:
     """The room's stored messages, oldest first (REST)."""
     with urllib.request.urlopen(f"{http_url}/rooms/{room}/history?limit=500", timeout=5) as r:
@@ -63,6 +87,38 @@ def test_frames_become_typed_events() -> None:
     assert parse_event('{"type":"user_joined","room":"r","user":"bo","ts":5}') == UserJoined("r", "bo", 5)
     assert parse_event('{"type":"room_created","room":"r","ts":5}') == RoomCreated("r", 5)
     assert parse_event('{"type":"shiny","x":1}') == Unknown({"type": "shiny", "x": 1}), "newer servers' types"
+
+
+def test_change_frames_become_typed_events() -> None:
+    edited = '{"change_id":"20-0","type":"message_edited","room":"r","id":"17-2","text":"hello","edited_ts":19}'
+    assert parse_event(edited) == MessageEdited("r", "17-2", "hello", 19, "20-0")
+    deleted = {"change_id": "21-0", "type": "message_deleted", "room": "r", "id": "17-2"}
+    assert parse_event(deleted) == MessageDeleted("r", "17-2", "21-0")
+    reaction = {"change_id": "22-1", "type": "reaction", "room": "r", "id": "17-2", "emoji": "👍", "user": "bo",
+                "on": False}
+    assert parse_event(reaction) == Reaction("r", "17-2", "👍", "bo", False, "22-1"), "on: a state, kept as sent"
+
+    # A message's latest state, as joined.history gives it; a live one carries reply_to only.
+    m = {"id": "17-2", "room": "r", "user": "al", "text": "hello", "ts": 17, "reply_to": "16-0", "edited_ts": 20,
+         "reactions": {"👍": ["bo", "al"]}}
+    joined = parse_event({"type": "joined", "room": "r", "user": "al", "members": ["al"], "gap": False,
+                          "history": [m]})
+    assert isinstance(joined, Joined)
+    assert joined.history == [Message("17-2", "r", "al", "hello", 17, None, False, "16-0", 20, {"👍": ["bo", "al"]})]
+    plain = parse_event('{"type":"message","id":"18-0","room":"r","user":"al","text":"hi","ts":18}')
+    assert isinstance(plain, Message) and (plain.reply_to, plain.edited_ts, plain.reactions) == (None, None, None)
+    assert plain == Message("18-0", "r", "al", "hi", 18), "the older positional form still builds the same event"
+
+
+def test_change_frames_to_send_leave_out_what_is_not_given() -> None:
+    assert message_frame("r", "yes", "c1", reply_to="17-2") == {
+        "type": "message", "room": "r", "text": "yes", "client_id": "c1", "reply_to": "17-2"}
+    assert message_frame("r", "yes") == {"type": "message", "room": "r", "text": "yes"}, "no nulls to the server"
+    assert edit_frame("r", "17-2", "hello", "c2") == {
+        "type": "edit", "room": "r", "id": "17-2", "text": "hello", "client_id": "c2"}
+    assert delete_frame("r", "17-2") == {"type": "delete", "room": "r", "id": "17-2"}
+    assert react_frame("r", "17-2", "👍", on=False, client_id="c3") == {
+        "type": "react", "room": "r", "id": "17-2", "emoji": "👍", "on": False, "client_id": "c3"}, "on is required"
 
 
 def test_ids_compare_as_integer_pairs_and_backoff_stays_in_its_window() -> None:
@@ -195,3 +251,69 @@ async def test_messages_in_flight_when_the_instance_dies_arrive_once_each(
     stored = await asyncio.to_thread(history, c[0].http_url, room)
     assert sorted(m["client_id"] for m in stored) == sorted(cids), "stored once each (G8)"
     assert [m["text"] for m in stored] == [f"burst {k}" for k in range(30)], "in the order sent"
+
+
+@pytest.mark.timeout(120)
+async def test_a_message_life_reaches_another_instance_in_order_and_once_across_a_reconnect(
+        make_cluster: Callable[..., Cluster], room: str) -> None:
+    """Alice edits, reacts, replies and deletes on one instance; Bob, on the other, sees each
+    change once, in stream order, live and after his instance stopped meanwhile (the changes
+    to messages he had come replayed after his rejoin's history, however their ids fall among
+    it); his own reaction made while disconnected is sent once he is back; his edit of Alice's
+    message is refused."""
+    c = make_cluster(2)
+    async with ChatClient(c[0].ws_url, "alice") as alice, ChatClient(c[1].ws_url, "bob", backoff=FAST) as bob:
+        await alice.join(room)
+        await bob.join(room)
+        m1 = await alice.acked(await alice.send(room, "helo"), timeout=10)
+        cids = [await alice.edit(room, m1, "hello"), await alice.react(room, m1, "👍"),
+                await alice.send(room, "see above", reply_to=m1), await alice.react(room, m1, "👍", on=False)]
+        e1, r1, m2, r2 = [await alice.acked(cid, timeout=10) for cid in cids]
+        assert id_key(m1) < id_key(e1) < id_key(r1) < id_key(m2) < id_key(r2), "acks of changes give change ids"
+
+        seen = await until(bob, lambda e: isinstance(e, Reaction) and e.change_id == r2)
+        assert life(seen) == [("message", m1, "helo", None, True), ("edited", m1, "hello", e1),
+                              ("reaction", m1, "👍", "alice", True, r1), ("message", m2, "see above", m1, True),
+                              ("reaction", m1, "👍", "alice", False, r2)], "each once, in stream order"
+        assert bob.last_ids[room] == r2, "a change id is the newest id seen: the next since"
+
+        mine_now = await bob.edit(room, m1, "mine now")
+        with pytest.raises(ChatError) as refused:
+            await bob.acked(mine_now, timeout=10)
+        assert refused.value.code == "forbidden", "only the author edits"
+        assert mine_now not in bob.unacked, "a refused change is not sent again"
+        await until(bob, lambda e: isinstance(e, Error) and e.ref == mine_now)
+
+        await asyncio.to_thread(c[1].stop)  # SIGTERM: the instance closes its WebSockets with 1001
+        await until(bob, lambda e: isinstance(e, Disconnected))
+        party = await bob.react(room, m1, "🎉")
+        assert list(bob.unacked) == [party], "a change made while disconnected is kept"
+        e2 = await alice.acked(await alice.edit(room, m1, "hello again"), timeout=10)
+        m3 = await alice.acked(await alice.send(room, "while you were away"), timeout=10)
+        r3 = await alice.acked(await alice.react(room, m1, "👀"), timeout=10)
+        m4 = await alice.acked(await alice.send(room, "oops"), timeout=10)
+        await alice.acked(await alice.delete(room, m4), timeout=10)
+        await alice.acked(await alice.react(room, m3, "👍"), timeout=10)
+        await asyncio.to_thread(c[1].start)
+
+        back = await until(bob, lambda e: isinstance(e, Reaction) and e.user == "bob")
+        rp = await bob.acked(party, timeout=10)
+        joined = [e for e in back if isinstance(e, Joined)]
+        assert len(joined) == 1 and joined[0].history[0].reactions == {"👍": ["alice"]}, "m3 in its latest state"
+        assert life(back) == [("message", m3, "while you were away", None, False),
+                              ("edited", m1, "hello again", e2),  # older than m3, yet new to Bob
+                              ("reaction", m1, "👀", "alice", True, r3),
+                              ("reaction", m1, "🎉", "bob", True, rp)], "the missed ones once; oops never"
+        assert bob.last_ids[room] == rp and not bob.unacked
+
+        d1 = await alice.acked(await alice.delete(room, m1), timeout=10)
+        after = await until(bob, lambda e: isinstance(e, MessageDeleted))
+        assert life(after) == [("deleted", m1, d1)], "nothing repeated, nothing between"
+        assert bob.last_ids[room] == d1
+
+        watched = await until(alice, lambda e: isinstance(e, MessageDeleted) and e.change_id == d1)
+        assert [x for x in life(watched) if x[0] == "reaction" and x[3] == "bob"] == [
+            ("reaction", m1, "🎉", "bob", True, rp)], "the resent reaction applied once"
+    stored = await asyncio.to_thread(history, c[0].http_url, room)
+    assert [(m["id"], m.get("reply_to"), m.get("reactions")) for m in stored] == [
+        (m2, m1, None), (m3, None, {"👍": ["alice"]})], "m1 and m4 deleted; the reply keeps its reply_to"
