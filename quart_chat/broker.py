@@ -49,6 +49,7 @@ from .store import (
     NOT_FOUND,
     NOTIFICATIONS,
     POOL_SIZE,
+    READ_LUA,
     ROOMS,
     TOO_MANY_EMOJI,
     UNREACHABLE,
@@ -58,6 +59,7 @@ from .store import (
     members_key,
     node_rooms_key,
     now_ms,
+    read_key,
     sent_key,
     state_index_key,
     state_key,
@@ -93,6 +95,7 @@ class JoinResult:
     gap: bool
     # A `since` join: frames of the changes made since then to messages it already had.
     changes: list[str] = field(default_factory=list)
+    read: str | None = None  # the user's read marker in the room
 
 
 @dataclass(slots=True)
@@ -138,6 +141,7 @@ class Broker:
         self._change = self.redis.register_script(CHANGE_LUA)
         self._history = self.redis.register_script(HISTORY_LUA)
         self._join = self.redis.register_script(JOIN_LUA)
+        self._read = self.redis.register_script(READ_LUA)
         self.subscriber = Subscriber(settings.redis_url, hub, self.redis)
         self.presence = Presence(settings, self.redis, self.node, self.redis.register_script(LEAVE_LUA),
                                  self.redis.register_script(EXPIRE_LUA))
@@ -193,9 +197,9 @@ class Broker:
             data["reply_to"] = reply_to
         deadline = data["ts"] + self.presence.clock_offset + int(APPEND_BUDGET * 1000)
         keys = [history_key(room), trimmed_key(room), MESSAGES,
-                "" if client_id is None else sent_key(room, user, client_id), ACTIVITY]
+                "" if client_id is None else sent_key(room, user, client_id), ACTIVITY, members_key(room)]
         args = [self.settings.history_maxlen, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
-                reply_to or "", author or ""]
+                reply_to or "", author or "", text if "@" in text else ""]
         return await self._store(self._append, keys, args)
 
     async def change(self, user: str, author: str | None, cmd: Change) -> Sent:
@@ -263,14 +267,14 @@ class Broker:
             async with asyncio.timeout(JOIN_TIMEOUT):
                 reply = await self._join(
                     keys=[ROOMS, members_key(room), node_rooms_key(self.node), history_key(room), trimmed_key(room),
-                          INSTANCES, ACTIVITY, NOTIFICATIONS, state_key(room)],
+                          INSTANCES, ACTIVITY, NOTIFICATIONS, state_key(room), read_key(room)],
                     args=[room, key, user, s.max_rooms, mode, arg, cutoff, dumps(user), dumps(key), self._origin])
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
         self.presence.orphans.pop((room, key), None)  # an earlier failed join of it is healed
         if reply is None:
             raise LimitExceeded(f"this server holds at most {s.max_rooms} rooms")
-        _created, members, entries, oldest, trimmed, newest, states = reply
+        _created, members, entries, oldest, trimmed, newest, states, read = reply
         # `last` is where the joiner stands, not merely the last entry sent: a joiner told
         # "nothing new" already has everything stored (up to the newest entry, not to a
         # `since` from the future), and a catch-up must not hand it those again. The
@@ -278,7 +282,7 @@ class Broker:
         last = parse_stream_id(newest) if newest else None
         members.sort()
         if since is None:
-            return JoinResult(_latest(entries[::-1], states[::-1]), last, members, False)
+            return JoinResult(_latest(entries[::-1], states[::-1]), last, members, False, read=read)
         oldest_id = parse_stream_id(oldest[0][0]) if oldest else None
         history, changes = [], []
         for (sid, fields), state in zip(entries, states or [None] * len(entries)):
@@ -287,7 +291,26 @@ class Broker:
                 history.append(latest(sid, data, state))
             elif (target := change_target(data)) is not None and target <= since:
                 changes.append(entry_frame(sid, data))  # to a message the joiner has: replayed
-        return JoinResult(history, last, members, has_gap(since, oldest_id, bool(trimmed)), changes)
+        return JoinResult(history, last, members, has_gap(since, oldest_id, bool(trimmed)), changes, read)
+
+    async def read(self, room: str, user: str, key: str, upto: str) -> str | None:
+        """Move ``user``'s read marker in ``room`` forward to ``upto`` and tell their other
+        connections (not ``key``, the one that read); returns the marker kept (None: the
+        room has no message)."""
+        try:
+            async with asyncio.timeout(JOIN_TIMEOUT):
+                return await self._read(keys=[read_key(room), history_key(room), NOTIFICATIONS],
+                                        args=[user, upto, room, dumps(user), self._origin, dumps(key)])
+        except UNREACHABLE as err:
+            raise Unavailable(str(err)) from err
+
+    async def typing(self, room: str, user: str, key: str) -> None:
+        """Tell the room's other members, on every instance, that ``user`` is typing (never stored)."""
+        event = {"type": "typing", "room": room, "user": user, "session": key}
+        try:
+            await self.redis.publish(NOTIFICATIONS, f"{dumps(event)[:-1]},\"origin\":{self._origin}}}")
+        except UNREACHABLE as err:
+            raise Unavailable(str(err)) from err
 
     async def leave(self, room: str, user: str, key: str) -> None:
         """Remove a member from a room and tell the others."""

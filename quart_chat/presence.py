@@ -30,6 +30,7 @@ from .store import (
     members_key,
     node_rooms_key,
     now_ms,
+    read_key,
     state_index_key,
     state_key,
     stop_if_cancelled,
@@ -163,7 +164,7 @@ class Presence:
             pipe = self.redis.pipeline(transaction=False)
             for room in idle:
                 await self._expire(keys=[ROOMS, ACTIVITY, members_key(room), history_key(room), trimmed_key(room),
-                                         NOTIFICATIONS, state_key(room), state_index_key(room)],
+                                         NOTIFICATIONS, state_key(room), state_index_key(room), read_key(room)],
                                    args=[cutoff, room, self._origin], client=pipe)
             removed = sum(await pipe.execute())
             if removed:

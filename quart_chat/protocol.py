@@ -104,13 +104,28 @@ Change = Edit | Delete | React
 
 
 @dataclass(frozen=True, slots=True)
+class Typing:
+    """This user is typing in ``room`` (never stored; forwarded at most every 2 s)."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """This user has read ``room`` up to message ``id``."""
+
+    room: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Ask for a ``pong``."""
 
     pass
 
 
-Command = Join | Leave | Message | Ping | Edit | Delete | React
+Command = Join | Leave | Message | Ping | Edit | Delete | React | Typing | Read
 
 
 # ---------------------------------------------------------------- stream ids
@@ -295,9 +310,18 @@ def _parse_ping(_obj: dict[str, Any], _max_text: int) -> Ping:
     return Ping()
 
 
+def _parse_typing(obj: dict[str, Any], _max_text: int) -> Typing:
+    return Typing(validate_room(_required(obj, "room")))
+
+
+def _parse_read(obj: dict[str, Any], _max_text: int) -> Read:
+    return Read(validate_room(_required(obj, "room")), _message_id(_required(obj, "id")))
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any], int], Command]] = {
     "join": _parse_join, "leave": _parse_leave, "message": _parse_message, "ping": _parse_ping,
-    "edit": _parse_edit, "delete": _parse_delete, "react": _parse_react}
+    "edit": _parse_edit, "delete": _parse_delete, "react": _parse_react, "typing": _parse_typing,
+    "read": _parse_read}
 # Frames whose refusal names their client_id in `ref` (docs/protocol.md, "Error codes").
 CARRY_CLIENT_ID = frozenset(("message", "edit", "delete", "react"))
 
@@ -324,9 +348,11 @@ def encode_left(room: str) -> str:
     return dumps({"type": "left", "room": room})
 
 
-def encode_joined(room: str, user: str, history_json: list[str], members: list[str], gap: bool) -> str:
-    """The ``joined`` reply; history items are message objects already encoded as JSON."""
-    head = dumps({"type": "joined", "room": room, "user": user, "members": members, "gap": gap})
+def encode_joined(room: str, user: str, history_json: list[str], members: list[str], gap: bool,
+                  read: str | None = None) -> str:
+    """The ``joined`` reply; history items are message objects already encoded as JSON;
+    ``read`` is the user's read marker in the room (None: none yet)."""
+    head = dumps({"type": "joined", "room": room, "user": user, "members": members, "gap": gap, "read": read})
     return f'{head[:-1]},"history":[{",".join(history_json)}]}}'
 
 

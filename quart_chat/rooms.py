@@ -25,6 +25,7 @@ class Receiver(Protocol):
     """What the hub needs of a connection."""
 
     key: str
+    user: str | None
 
     def deliver(self, frame: str) -> None:
         """Queue one encoded frame for the client without waiting."""
@@ -159,6 +160,16 @@ class Hub:
             return
         for receiver in (*room.live, *room.catching):
             if receiver.key != skip:
+                receiver.deliver(frame)
+
+    def notify_user(self, name: str, user: str | None, frame: str, skip: str | None = None) -> None:
+        """Send an event to the connections of ``user`` among the room's joined members,
+        except the connection ``skip``."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        for receiver in (*room.live, *room.catching):
+            if receiver.user == user and receiver.key != skip:
                 receiver.deliver(frame)
 
     def notify_all(self, frame: str) -> None:

@@ -28,6 +28,8 @@ from .protocol import (
     Ping,
     ProtocolError,
     React,
+    Read,
+    Typing,
     encode_ack,
     encode_error,
     encode_joined,
@@ -45,6 +47,9 @@ if TYPE_CHECKING:
 # once after a reconnect, hence the same figure for both).
 ROOMS_PER_CONNECTION = 100
 JOIN_WINDOW = 10.0
+# At most one `typing` per connection and room is forwarded in this many seconds; the rest
+# are dropped without a word (docs/protocol.md, "Presence").
+TYPING_EVERY = 2.0
 _ids = itertools.count(1)
 
 
@@ -65,7 +70,7 @@ class Session:
     """A connected client: its user name, its rooms, its outbound queue and its rate limit."""
 
     __slots__ = ("key", "user", "rooms", "outbox", "limiter", "join_limiter", "close_code", "on_abort",
-                 "identity", "_settings", "_hub", "_broker", "__weakref__")
+                 "identity", "typing_at", "_settings", "_hub", "_broker", "__weakref__")
 
     def __init__(self, settings: Settings, hub: Hub, broker: Broker, outbox: Outbox,
                  on_abort: Callable[[], object] | None = None, identity: Identity | None = None) -> None:
@@ -79,6 +84,7 @@ class Session:
         self.join_limiter = SlidingWindow(ROOMS_PER_CONNECTION, JOIN_WINDOW)
         self.close_code: int | None = None
         self.on_abort = on_abort
+        self.typing_at: dict[str, float] | None = None  # room -> when its last `typing` went out
         self._settings = settings
         self._hub = hub
         self._broker = broker
@@ -110,6 +116,10 @@ class Session:
                 await self._message(command)
             elif isinstance(command, (Edit, Delete, React)):
                 await self._change(command)
+            elif isinstance(command, Typing):
+                await self._typing(command)
+            elif isinstance(command, Read):
+                await self._read(command)
             elif isinstance(command, Join):
                 await self._join(command)
             elif isinstance(command, Leave):
@@ -169,6 +179,28 @@ class Session:
         if cmd.client_id is not None:
             self.deliver(encode_ack(cmd.client_id, sent.id, sent.durable))
 
+    async def _typing(self, cmd: Typing) -> None:
+        if cmd.room not in self.rooms:
+            raise ProtocolError(ErrorCode.NOT_JOINED, f"join room {cmd.room!r} first", "typing")
+        assert self.user is not None  # joined rooms imply a name
+        at = now()
+        sent = self.typing_at
+        if sent is None:
+            sent = self.typing_at = {}
+        elif at - sent.get(cmd.room, -TYPING_EVERY) < TYPING_EVERY:
+            return  # throttled: the others were told less than TYPING_EVERY ago
+        sent[cmd.room] = at
+        try:
+            await self._broker.typing(cmd.room, self.user, self.key)
+        except Unavailable:
+            pass  # a hint, not a message: nothing to report or retry
+
+    async def _read(self, cmd: Read) -> None:
+        if cmd.room not in self.rooms:
+            raise ProtocolError(ErrorCode.NOT_JOINED, f"join room {cmd.room!r} first", "read")
+        assert self.user is not None  # joined rooms imply a name
+        await self._broker.read(cmd.room, self.user, self.key, cmd.id)
+
     async def _join(self, cmd: Join) -> None:
         if self.user is not None and cmd.user is not None and cmd.user != self.user:
             raise ProtocolError(ErrorCode.INVALID_USER, f"this connection is already {self.user!r}", "join")
@@ -189,7 +221,7 @@ class Session:
         def reply(result: JoinResult) -> tuple[int, int] | None:
             self.user = user
             self.rooms.add(room)
-            self.deliver(encode_joined(room, user, result.history, result.members, result.gap))
+            self.deliver(encode_joined(room, user, result.history, result.members, result.gap, result.read))
             for frame in result.changes:
                 self.deliver(frame)
             return result.last
@@ -209,12 +241,15 @@ class Session:
         assert self.user is not None  # joined rooms imply a name
         await self._broker.leave(cmd.room, self.user, self.key)
         self.rooms.discard(cmd.room)
+        if self.typing_at:
+            self.typing_at.pop(cmd.room, None)
         self._hub.remove(self, cmd.room)
         self.deliver(encode_left(cmd.room))
 
     def close(self) -> None:
         """Detach from the hub and leave every room in the background."""
         rooms = list(self.rooms)
+        self.typing_at = None
         self._hub.detach(self, rooms)
         self.rooms.clear()
         if rooms and self.user is not None:
@@ -222,7 +257,7 @@ class Session:
 
 
 _TYPES = {Join: "join", Leave: "leave", Ping: "ping", Message: "message", Edit: "edit", Delete: "delete",
-          React: "react"}
+          React: "react", Typing: "typing", Read: "read"}
 
 
 def _ref(command: object) -> str | None:

@@ -14,6 +14,7 @@ Keys and channels:
   reacted to (JSON: ``text``, ``edited_ts``, ``reactions``, ``edits``), and
   ``chat:state-index:<room>``: the same ids scored by their time, so that the change script
   drops the state of messages the stream has trimmed away;
+- ``chat:read:<room>``: hash user name -> the id that user has read the room up to;
 - ``chat:members:<room>``: hash ``<node>|<session>`` -> user name;
 - ``chat:sent:<room>:<len(user)>:<user><client_id>``: the id a client_id was stored under,
   expiring after `CHAT_DEDUPE_SECONDS` (G8; the length prefix keeps user and id apart);
@@ -87,6 +88,11 @@ def state_index_key(room: str) -> str:
     return f"chat:state-index:{room}"
 
 
+def read_key(room: str) -> str:
+    """The hash of every user's read marker in a room."""
+    return f"chat:read:{room}"
+
+
 def members_key(room: str) -> str:
     """The hash of who is in a room, on every instance."""
     return f"chat:members:{room}"
@@ -125,10 +131,13 @@ local function is_message(entry) return string.sub(entry[2][2], 1, 8) ~= '{"type
 # `unavailable`) does nothing, so `unavailable` always means "neither stored nor sent".
 # A reply must answer a message the stream still holds. In token mode the entry also keeps
 # its author's `sub` (field `author`, never served), which edits and deletes are checked against.
+# A text with an `@` is searched for `@name` of each member of the room (a name followed by
+# the end or by a character that cannot continue a name: "@Al" is not "@Alice"); the names
+# found go into the message as `mentions`. The members are only read when there is an `@`.
 # The origin goes last in the payload so that subscribers can cut it off without parsing.
-# KEYS: stream, trimmed flag, channel, sent key ('' for none), activity
+# KEYS: stream, trimmed flag, channel, sent key ('' for none), activity, members
 # ARGV: maxlen, data JSON, origin JSON, deadline ms, dedupe seconds, room, reply_to id or '',
-#       author or ''
+#       author or '', the text when it has an '@' (else '')
 APPEND_LUA = _NOW + _IS_MESSAGE + """
 if now > tonumber(ARGV[4]) then return false end
 if KEYS[4] ~= '' then
@@ -139,18 +148,66 @@ if ARGV[7] ~= '' then
   local target = redis.call('XRANGE', KEYS[1], ARGV[7], ARGV[7])
   if #target == 0 or not is_message(target[1]) then return {'', 2} end
 end
+local data = ARGV[2]
+if ARGV[9] ~= '' then
+  local text, found, seen = ARGV[9], {}, {}
+  for _, name in ipairs(redis.call('HVALS', KEYS[6])) do
+    if not seen[name] then
+      seen[name] = true
+      local from = 1
+      while true do
+        local i, j = string.find(text, '@' .. name, from, true)
+        if not i then break end
+        local after = string.byte(text, j + 1)
+        -- ASCII letters, digits and _ continue a name, and so does any byte of a non-ASCII character
+        if not after or (after < 128 and not string.match(string.char(after), '[%w_]')) then
+          found[#found + 1] = name
+          break
+        end
+        from = i + 1
+      end
+    end
+  end
+  if #found > 0 then
+    table.sort(found)
+    data = string.sub(data, 1, -2) .. ',"mentions":' .. cjson.encode(found) .. '}'
+  end
+end
 local before = redis.call('XLEN', KEYS[1])
 local id
 if ARGV[8] == '' then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', data)
 else
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2], 'author', ARGV[8])
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', data, 'author', ARGV[8])
 end
 if redis.call('XLEN', KEYS[1]) <= before then redis.call('SET', KEYS[2], '1') end
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], id, 'EX', ARGV[5]) end
 redis.call('ZADD', KEYS[5], now, ARGV[6])
-redis.call('PUBLISH', KEYS[3], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2, -2) .. ',"origin":' .. ARGV[3] .. '}')
+redis.call('PUBLISH', KEYS[3], '{"id":"' .. id .. '",' .. string.sub(data, 2, -2) .. ',"origin":' .. ARGV[3] .. '}')
 return {id, 0}
+"""
+
+# A user's read marker in a room moves forward only, and never past the room's newest entry
+# (a marker from the future would hide every later message's unread count); when it moves,
+# every instance hears of it, so every other connection of that user (tabs, devices) follows.
+# Returns the marker kept (false: none, the room has no entry).
+# KEYS: read markers, stream, notifications   ARGV: user, id, room, user JSON, origin JSON, session JSON
+READ_LUA = """
+local function older(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if am ~= bm then return tonumber(am) < tonumber(bm) end
+  return tonumber(as) < tonumber(bs)
+end
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+if not newest then return false end
+local id = ARGV[2]
+if older(newest[1], id) then id = newest[1] end
+local kept = redis.call('HGET', KEYS[1], ARGV[1])
+if kept and not older(kept, id) then return kept end
+redis.call('HSET', KEYS[1], ARGV[1], id)
+redis.call('PUBLISH', KEYS[3], '{"type":"read","room":"' .. ARGV[3] .. '","user":' .. ARGV[4] .. ',"id":"' .. id .. '","session":' .. ARGV[6] .. ',"origin":' .. ARGV[5] .. '}')
+return id
 """
 
 # One change of a stored message (edit, delete, react), as one entry of the room's stream
@@ -297,11 +354,11 @@ return {entries, states_of(KEYS[3], entries)}
 # history and the members, and announce what is new. Returns false when the room would be
 # one too many; else {created, member names (each once, only those on live nodes: a dead
 # node's members are not shown while they wait for the janitor), entries, oldest, trimmed,
-# newest id (of any entry), states of the entries}. Reading the members and adding this one
+# newest id (of any entry), states of the entries, the user's read marker}. Reading the members and adding this one
 # in one script means a leave of the same name cannot interleave, so `user_joined` is never
 # lost.
 # KEYS: rooms, members, node rooms, stream, trimmed flag, instances, activity, notifications,
-#       state
+#       state, read markers
 # ARGV: room, field, user, max rooms, 'last'|'since', count|since id, alive cutoff ms,
 #       user JSON, session JSON, origin JSON
 JOIN_LUA = _NOW + _IS_MESSAGE + _NEWEST_MESSAGES + """
@@ -351,7 +408,8 @@ else
     newest = entries[#entries][1]
   end
 end
-return {created, names, entries, oldest, trimmed, newest, states_of(KEYS[9], entries)}
+return {created, names, entries, oldest, trimmed, newest, states_of(KEYS[9], entries),
+        redis.call('HGET', KEYS[10], ARGV[3])}
 """
 
 # Remove one member; announce `user_left` only when that name has no other connection in
@@ -373,7 +431,7 @@ return 2
 # Remove a room that has had no member and no message since ARGV[1] (ms), with every key
 # it had, and tell every instance. Checked again here: a join or a message may have come
 # between the janitor's read and this script. A room that still has members is not idle.
-# KEYS: rooms, activity, members, stream, trimmed flag, notifications, state, state index
+# KEYS: rooms, activity, members, stream, trimmed flag, notifications, state, state index, read markers
 # ARGV: cutoff, room, origin JSON
 EXPIRE_LUA = _NOW + """
 local last = redis.call('ZSCORE', KEYS[2], ARGV[2])
@@ -382,7 +440,7 @@ if redis.call('HLEN', KEYS[3]) > 0 then
   redis.call('ZADD', KEYS[2], now, ARGV[2])  -- in use: not idle, look again a TTL later
   return 0
 end
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8], KEYS[9])
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('PUBLISH', KEYS[6], '{"type":"room_removed","room":"' .. ARGV[2] .. '","ts":' .. now .. ',"origin":' .. ARGV[3] .. '}')

@@ -165,6 +165,13 @@ def on_notification(hub: Hub, payload: str) -> None:
     except (ValueError, KeyError, TypeError):
         log.error("ignoring a malformed payload on %s: %.200s", NOTIFICATIONS, payload)
         return
+    if kind == "typing":
+        hub.notify_room(room, dumps({"type": kind, "room": room, "user": event.get("user")}), skip=event.get("session"))
+        return
+    if kind == "read":
+        hub.notify_user(room, event.get("user"), dumps({"type": kind, "room": room, "id": event.get("id")}),
+                        skip=event.get("session"))
+        return
     frame = dumps({k: event[k] for k in _EVENT_FIELDS if k in event})
     if kind in ("room_created", "room_removed"):
         hub.notify_all(frame)

@@ -1,5 +1,5 @@
-"""Unit tests of a message's life without a socket or Redis: parsing the change frames,
-the frames stream entries become, and a message's latest state."""
+"""Unit tests of a message's life without a socket or Redis: parsing the change frames
+(and the presence ones), the frames stream entries become, and a message's latest state."""
 
 from __future__ import annotations
 
@@ -93,3 +93,13 @@ def test_latest_state():
     # Reactions alone; an emptied reaction table (Lua's cjson writes {} for it) shows nothing.
     assert json.loads(latest("5-0", data, '{"reactions":{"🎉":["C"]}}'))["text"] == "helo"
     assert "reactions" not in json.loads(latest("5-0", data, '{"reactions":{}}'))
+
+
+def test_typing_and_read_frames_parse():
+    from quart_chat.protocol import Read, Typing
+
+    assert parse({"type": "typing", "room": "r"}) == Typing("r")
+    assert parse({"type": "read", "room": "r", "id": "05-1"}) == Read("r", "5-1")
+    assert refusal({"type": "typing"}) == ("bad_request", "typing")
+    assert refusal({"type": "read", "room": "r", "id": 7}) == ("bad_request", "read")
+    assert refusal({"type": "read", "room": "r r", "id": "1-0"}) == ("invalid_room", "read")

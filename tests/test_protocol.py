@@ -115,7 +115,7 @@ def test_message_encoding_splices_once():
     assert frame["type"] == "message" and frame["id"] == "5-0"
     joined = json.loads(encode_joined("r", "A", [message_json("5-0", data)], ["A"], False))
     assert joined == {"type": "joined", "room": "r", "user": "A", "members": ["A"], "gap": False,
-                      "history": [obj]}
+                      "read": None, "history": [obj]}
     assert json.loads(encode_joined("r", "A", [], [], True))["history"] == []
 
 
