@@ -142,9 +142,9 @@ async def test_two_users_edit_delete_reply_and_react_live_and_after_a_reload(clu
     bo, _ = await browser.open(cluster[1].http_url + "/", label="bo", init_script=WS_SPY)
     await join(al, room, "Al")
     await join(bo, room, "Bo")
-    await send(al, "helo everyone")
-    await send(bo, "hi Al")
-    await send(al, "lunch at noon?")
+    for k, (page, text) in enumerate([(al, "helo everyone"), (bo, "hi Al"), (al, "lunch at noon?")], 1):
+        await send(page, text)
+        await expect(page.locator(MESSAGES)).to_have_count(k)   # stored before the next is sent
     for page in (al, bo):
         await expect(page.locator(f"{MESSAGES} .text")).to_have_text(["helo everyone", "hi Al", "lunch at noon?"])
 
@@ -283,7 +283,8 @@ async def test_two_users_edit_delete_reply_and_react_live_and_after_a_reload(clu
 async def change_by(client: ChatClient, frame: dict, cid: str) -> None:
     """Send a change as ``client`` and wait for its ack."""
     await client.send({**frame, "client_id": cid})
-    got = await client.until(lambda f: f.get("client_id") == cid and f["type"] in ("ack", "error"))
+    got = await client.until(lambda f: (f["type"] == "ack" and f.get("client_id") == cid)
+                             or (f["type"] == "error" and f.get("ref") == cid))
     assert got["type"] == "ack", got
 
 
@@ -416,9 +417,10 @@ async def test_axe_finds_nothing_in_the_new_states(cluster, room, browser, varia
         page, _ = await browser.open(cluster[0].http_url + "/", label=variant, init_script=WS_SPY, **VARIANTS[variant])
         await join(page, room, "Al")
         await send(page, "mine, to be edited")
+        await expect(page.locator(MESSAGES)).to_have_count(1)   # stored: Sam's comes after it
         await sam.say(room, "doomed")
         await expect(page.locator(MESSAGES)).to_have_count(2)
-        ids = await page.eval_on_selector_all(MESSAGES, "els => els.map(e => e.dataset.id)")
+        ids = [await msg(page, t).get_attribute("data-id") for t in ("mine, to be edited", "doomed")]
         await change_by(sam, {"type": "react", "room": room, "id": ids[0], "emoji": "👍", "on": True}, "a1")
         await sam.send({"type": "message", "room": room, "text": "a reply", "reply_to": ids[0]})
         await change_by(sam, {"type": "delete", "room": room, "id": ids[1]}, "a2")
