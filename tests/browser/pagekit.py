@@ -72,7 +72,9 @@ WS_SPY = r"""
     }, opts);
   };
   // A frame handed to the page as if the server had sent it on the newest socket.
-  T.inject = (f) => { for (const [s, fn] of T.listeners) fn.call(s, new MessageEvent('message', { data: JSON.stringify(f) })); };
+  T.inject = (f) => {
+    for (const [s, fn] of T.listeners) fn.call(s, new MessageEvent('message', { data: JSON.stringify(f) }));
+  };
   T.release = () => { const h = T.held; T.held = []; T.hold = null; for (const g of h) g(); };
 })();
 """

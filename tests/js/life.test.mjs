@@ -78,10 +78,15 @@ test('emoji as the server accepts them: 1-16 characters, no white space or contr
   assert.equal(validEmoji(5), false);
 });
 
-test('chips: one per emoji in the order first used, with count, mine and who', () => {
+test('chips: one per emoji in a fixed order, with count, mine and who', () => {
   const chips = reactionChips({ '🎉': ['Al'], '👍': ['Bo', 'Al'], '👀': [] }, 'Al');
-  assert.deepEqual(chips.map((c) => [c.emoji, c.count, c.mine]), [['🎉', 1, true], ['👍', 2, true]]);
-  assert.equal(chips[1].label, 'Bo, Al reacted with 👍');
+  assert.deepEqual(chips.map((c) => [c.emoji, c.count, c.mine]), [['👍', 2, true], ['🎉', 1, true]]);
+  assert.equal(chips[0].label, 'Bo, Al reacted with 👍');
+  const order = (r) => reactionChips(r, null).map((c) => c.emoji);
+  assert.deepEqual(order({ zz: ['A'], '🚀': ['A'], aa: ['A'], '👍': ['A'] }), ['👍', '🚀', 'aa', 'zz'],
+    "the picker's order, then the others by code points");
+  assert.deepEqual(order({ '🚀': ['A'], '👍': ['A'] }), order({ '👍': ['A'], '🚀': ['A'] }),
+    'the same row whatever order the server sent');
   assert.deepEqual(reactionChips({ '👍': ['Bo'] }, 'Al')[0].mine, false);
   assert.deepEqual(reactionChips({ '👍': ['Bo'] }, null)[0].mine, false, 'no name yet: nothing is mine');
   assert.deepEqual(reactionChips(undefined, 'Al'), []);

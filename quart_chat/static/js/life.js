@@ -91,12 +91,25 @@ export function whoReacted(users, emoji) {
   return who + ' reacted with ' + emoji;
 }
 
-// The chips a message shows: one per emoji, in the order first used, with its count, whether
-// this user (`me`) is among those who reacted, and who they are.
+// Where an emoji's chip stands: the picker's emoji in the picker's order, then any other by
+// code points. A fixed order, not the order of arrival: the server's `reactions` object has
+// no order of its own, and every page (live or just reloaded) must show the same row.
+const PICKER_RANK = new Map(COMMON_EMOJI.map(([e], i) => [e, i]));
+
+export function cmpEmoji(a, b) {
+  const ra = PICKER_RANK.has(a) ? PICKER_RANK.get(a) : PICKER_RANK.size;
+  const rb = PICKER_RANK.has(b) ? PICKER_RANK.get(b) : PICKER_RANK.size;
+  if (ra !== rb) return ra - rb;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+// The chips a message shows: one per emoji (cmpEmoji's order), with its count, whether this
+// user (`me`) is among those who reacted, and who they are.
 export function reactionChips(reactions, me) {
   if (!reactions || typeof reactions !== 'object') return [];
   const chips = [];
-  for (const [emoji, list] of Object.entries(reactions)) {
+  for (const emoji of Object.keys(reactions).sort(cmpEmoji)) {
+    const list = reactions[emoji];
     const users = Array.isArray(list) ? list.filter((u) => typeof u === 'string') : [];
     if (!users.length) continue;
     chips.push({ emoji, count: users.length, users, mine: me !== null && users.includes(me),
