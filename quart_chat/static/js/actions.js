@@ -1,8 +1,8 @@
-// What a person does to a message after it is sent (section 11 of the contract): the tools
-// beside each message and its actions menu (react, reply, and on one's own: edit, delete),
-// editing in place (Enter saves, Escape cancels; Up in an empty message box edits one's
-// last message), the delete confirmation, and the change frames on the wire with their
-// `ack` or `error` (each carries a client_id of its own).
+// What a person does to a message after it is sent (docs/protocol.md, "A message's
+// life"): the tools beside each message and its actions menu (react, reply, and on one's
+// own: edit, delete), editing in place (Enter saves, Escape cancels; Up in an empty message
+// box edits one's last message), the delete confirmation, and the change frames on the wire
+// with their `ack` or `error` (each carries a client_id of its own).
 
 import { announce, focusComposer } from './a11y.js';
 import { tooLong } from './composer.js';
@@ -32,7 +32,9 @@ const REFUSED = {
   unavailable: 'Server storage unavailable — the change was not saved',
   unknown_type: 'This server cannot edit, delete or react to messages',
 };
-const NOT_SENT = { edit: 'the edit was not saved', delete: 'the message was not deleted', react: 'the reaction was not sent' };
+const NOT_SENT = {
+  edit: 'the edit was not saved', delete: 'the message was not deleted', react: 'the reaction was not sent',
+};
 
 const ops = new Map();   // client_id -> {kind, room, id, done(ok, code)}
 let opCount = 0;
@@ -44,7 +46,8 @@ let pendingDelete = null; // {room, id, back}
 
 function sendChange(room, kind, build, done) {
   if (!room || link.conn !== 'open' || room.joinedEpoch !== link.epoch) {
-    toast('Not connected — ' + NOT_SENT[kind], 'Try again once the page is connected.', { code: 'offline', group: 'change' });
+    toast('Not connected — ' + NOT_SENT[kind], 'Try again once the page is connected.',
+      { code: 'offline', group: 'change' });
     return false;
   }
   const cid = sends.prefix + 'x' + (++opCount);
@@ -320,7 +323,8 @@ function onMessagesClick(ev) {
 function onPointerDown(ev) {
   const t = ev.target;
   if (menu && !ui.msgMenu.contains(t) && !menu.trigger.contains(t)) closeMenu(false);
-  if (pickerOpen() && !ui.emojiPicker.contains(t) && !(t instanceof Element && t.closest('.tool-react, .reaction-add'))) {
+  const opener = t instanceof Element && t.closest('.tool-react, .reaction-add');
+  if (pickerOpen() && !ui.emojiPicker.contains(t) && !opener) {
     closePicker(false);
   }
 }

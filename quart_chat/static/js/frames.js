@@ -11,15 +11,16 @@ export function joinFrame(room, user, since) {
   return frame;
 }
 
-// `replyTo`: the id of the earlier message of the room this one answers (section 11).
+// `replyTo`: the id of the earlier message of the room this one answers (docs/protocol.md,
+// "A message's life").
 export function messageFrame(room, text, clientId, replyTo) {
   const frame = { type: 'message', room, text, client_id: clientId };
   if (replyTo) frame.reply_to = replyTo;
   return frame;
 }
 
-// The changes to a message after it is sent (section 11 of the contract): only the author
-// edits or deletes; anyone in the room reacts (`on`: set or unset, never a toggle).
+// The changes to a message after it is sent (docs/protocol.md, "A message's life"): only
+// the author edits or deletes; anyone in the room reacts (`on`: set or unset, never a toggle).
 export function editFrame(room, id, text, clientId) {
   return { type: 'edit', room, id, text, client_id: clientId };
 }

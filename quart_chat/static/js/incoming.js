@@ -106,7 +106,8 @@ function onJoined(f) {
   scheduleSave();
 }
 
-// A change to a message (section 11 of the contract), in stream order with the messages.
+// A change to a message (docs/protocol.md, "A message's life"), in stream order with the
+// messages.
 function onChange(f) {
   const room = getRoom(f.room);
   if (room && room.wanted) applyChangeFrame(room, f);

@@ -1,4 +1,4 @@
-// A message's life after it is sent (docs/protocol.md, section 11 of the contract): the
+// A message's life after it is sent (docs/protocol.md, "A message's life"): the
 // change frames (message_edited, message_deleted, reaction) applied to the page's message
 // objects, the reaction chips, the reply quote's line, and which message Up edits.
 // Pure: no DOM, no socket.
@@ -145,7 +145,8 @@ export function firstLine(text) {
 export function quoteView(original, deleted) {
   if (deleted || (original && original.deleted)) return { state: 'deleted' };
   if (!original) return { state: 'unknown' };
-  return { state: 'shown', user: typeof original.user === 'string' ? original.user : '', line: firstLine(original.text) };
+  const user = typeof original.user === 'string' ? original.user : '';
+  return { state: 'shown', user, line: firstLine(original.text) };
 }
 
 // The `before` that makes GET history?limit=1 return message `id` itself (before is exclusive).

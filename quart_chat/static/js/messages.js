@@ -65,11 +65,13 @@ export function refreshQuotes(room, id) {
   for (const e of room.entries) if (e.kind === 'message' && e.msg.reply_to === id) refreshEntry(e);
 }
 
-// message_edited, message_deleted, reaction (section 11 of the contract), in stream order
-// among the messages. Its change_id moves the room's last id seen (the `since` of the next
-// join) like a message id. A change to a message the page does not have (older than what it
-// loaded, or gone before the page saw it) changes nothing shown; a deletion is remembered
-// so that older history loaded later leaves that message out.
+// message_edited, message_deleted, reaction (docs/protocol.md, "A message's life"), in
+// stream order among the messages. Its change_id moves the room's last id seen (the `since`
+// of the next join) like a message id, never back: a change replayed after a rejoin may be
+// older than the newest message, and is applied all the same. A change to a message the
+// page does not have (older than what it loaded, or gone before the page saw it) changes
+// nothing shown; a deletion is remembered so that older history loaded later leaves that
+// message out.
 export function applyChangeFrame(room, f) {
   const change = changeOf(f);
   if (!change) return;

@@ -1,5 +1,5 @@
-// The parts of a message's element that change after it is sent (section 11 of the
-// contract): the quote of the message it answers, "(edited)", the reaction chips, the tools
+// The parts of a message's element that change after it is sent (docs/protocol.md, "A
+// message's life"): the quote of the message it answers, "(edited)", the reaction chips, the tools
 // beside it (react, reply, edit, the actions menu) and the removed state. syncParts builds
 // them on a new element and brings an existing one up to date in place, so that a focused
 // chip or tool keeps the focus when a change arrives. Texts and names go in as text only.

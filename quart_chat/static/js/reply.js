@@ -1,5 +1,5 @@
-// Replies (section 11 of the contract): the "Replying to Alice: ..." bar above the message
-// box, the quote a reply shows of its original (fetched once from GET history when the page
+// Replies (docs/protocol.md, "A message's life"): the "Replying to Alice: ..." bar above
+// the message box, the quote a reply shows of its original (fetched once from GET history when the page
 // has not loaded it), and going to the original from a quote.
 
 import { announce, focusComposer } from './a11y.js';

@@ -245,7 +245,8 @@ export function maybeClearSendToasts() {
   if (!sends.anyFailed()) clearToasts('send', ['late_delivery']);
 }
 
-// `replyTo`: the id of the message this one answers (section 11 of the contract), if any.
+// `replyTo`: the id of the message this one answers, if any (docs/protocol.md, "A message's
+// life").
 export function sendText(roomName, text, replyTo) {
   if (!fitsFrame(roomName, text, replyTo)) return false;
   const p = sends.add(roomName, text, replyTo);
