@@ -7,6 +7,7 @@ the port; a process group goes whole.
 from __future__ import annotations
 
 import os
+import pwd
 import resource
 import signal
 import socket
@@ -56,6 +57,13 @@ def stop_group(proc: subprocess.Popen[Any], timeout: float = 8.0) -> int | None:
     return proc.poll() if code is None else code
 
 
+def as_user(name: str | None) -> dict[str, Any]:
+    """Popen arguments that run a child as user ``name`` with its own group only (None: as we are)."""
+    if name is None:
+        return {}
+    return {"user": name, "group": pwd.getpwnam(name).pw_gid, "extra_groups": []}
+
+
 class Group:
     """A child process in its own process group, its output in ``log_path``."""
 
@@ -65,13 +73,15 @@ class Group:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def launch(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-               nofile: tuple[int, int] | None = None) -> None:
-        """Start ``argv``; ``nofile`` = (soft, hard) RLIMIT_NOFILE for it and what it spawns."""
+               nofile: tuple[int, int] | None = None, user: str | None = None) -> None:
+        """Start ``argv``; ``nofile`` = (soft, hard) RLIMIT_NOFILE for it and what it spawns;
+        ``user``: as that user (a server that refuses root, started by root)."""
         # Set between fork and exec, so that this process keeps its own limits.
         preexec = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, cwd=cwd, start_new_session=True, preexec_fn=preexec)
+                                         env=env, cwd=cwd, start_new_session=True, preexec_fn=preexec,
+                                         **as_user(user))
 
     @property
     def pgid(self) -> int:
