@@ -80,6 +80,8 @@ def _reachable(path: Path, user: pwd.struct_passwd) -> bool:
     """Can ``user`` pass through every folder above ``path`` (search permission)?"""
     groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
     for folder in path.resolve().parents:
+        if not folder.exists():
+            continue  # made below, by us, open to pass through (umask aside)
         st = folder.stat()
         bit = 0o100 if st.st_uid == user.pw_uid else 0o010 if st.st_gid in groups else 0o001
         if not st.st_mode & bit:
@@ -93,7 +95,11 @@ class Postgres:
     def __init__(self, group: Group, port: int, socket_dir: Path) -> None:
         self.group, self.port, self.socket_dir = group, port, socket_dir
         self.pid = group.pgid  # kept after stop(), to check that it is gone
-        self.url = f"postgresql://{SUPERUSER}@{HOST}:{port}/{DATABASE}"
+        self.url = self.database_url(DATABASE)
+
+    def database_url(self, name: str) -> str:
+        """The URL of database ``name`` on this server."""
+        return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{name}"
 
     def stop(self, timeout: float = 10.0) -> None:
         """Fast shutdown (SIGINT to the postmaster: clients cut, data kept), then its group goes."""
@@ -165,9 +171,10 @@ def start_postgres(data_dir: Path, port: int, log_path: Path | None = None, bin_
     bin_dir = bin_dir or find_postgres()
     user = server_user()
     data_dir = Path(data_dir).resolve()
-    if user is not None and not _reachable(data_dir, user):
-        raise NoPostgres(f"as root, PostgreSQL runs as user {user.pw_name}, who cannot reach {data_dir}: "
-                         "choose a data folder below folders others may pass through (such as the temp folder)")
+    for path in (data_dir, bin_dir / "postgres"):
+        if user is not None and not _reachable(path, user):
+            raise NoPostgres(f"as root, PostgreSQL runs as user {user.pw_name}, who cannot reach {path}: "
+                             "it needs folders others may pass through (such as the temp folder)")
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)  # postgres refuses a data folder others can read
     _own(data_dir, user)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import shutil
 import sys
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from quart_chat.postgres import Postgres
+from quart_chat.procs import free_port
+
 from cluster import Cluster, RedisProcess
 
 _rooms = itertools.count()
+_databases = itertools.count()
 
 # The shared cluster allows bursts so that tests of delivery are not tests of the rate limit.
 FAST_ENV = {"CHAT_RATE": "100000/1"}
@@ -70,3 +77,62 @@ async def app_on_redis(tmp_path):
             yield test_app
     finally:
         proc.stop()
+
+
+@contextlib.contextmanager
+def server_dir(tmp: Path) -> Iterator[Path]:
+    """A folder for a PostgreSQL's data: ``tmp``, or as root (the server then runs as another
+    user, who cannot enter pytest's private temp folder) a new one in the system's, removed after."""
+    if os.geteuid() != 0:
+        yield tmp
+        return
+    path = Path(tempfile.mkdtemp(prefix="quart-chat-pg-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def no_postgres(reason: str) -> None:
+    """Skip the test, saying why; under CI=true fail it: the archive tests must run there."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the PostgreSQL tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """One private PostgreSQL (initdb'd for this run, on a free loopback port) for the whole run."""
+    from quart_chat.postgres import NoPostgres, start_postgres
+
+    logs = tmp_path_factory.mktemp("postgres")
+    with server_dir(logs / "data") as data:
+        try:
+            server = start_postgres(data, free_port(), log_path=logs / "postgres.log")
+        except NoPostgres as err:
+            no_postgres(str(err))
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def pg_dir(tmp_path: Path) -> Iterator[Path]:
+    """A data folder for a test's own PostgreSQL (see ``server_dir``)."""
+    with server_dir(tmp_path / "pgdata") as data:
+        yield data
+
+
+@pytest.fixture
+async def pg_url(postgres: Postgres) -> AsyncIterator[str]:
+    """The URL of a new, empty database on the session's PostgreSQL, for this test alone
+    (dropped after it, with any connection it left open)."""
+    import asyncpg
+
+    name = f"test_{os.getpid()}_{next(_databases)}"
+    admin = await asyncpg.connect(postgres.database_url("postgres"), timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield postgres.database_url(name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
