@@ -37,7 +37,8 @@ from .config import MIN_SECRET_BYTES, Settings, SettingsError, parse_list
 from .embedded import data_dir, start_redis
 from .entry import EX_CONFIG, configuration_error
 from .logs import redact
-from .procs import stop_group
+from .postgres import NoPostgres, Postgres, find_postgres, start_postgres
+from .procs import free_port, stop_group
 from .proxy import (
     TEMPLATE,
     error_tail,
@@ -107,6 +108,31 @@ def empty_data_dir(path: Path) -> list[str]:
             entry.unlink()
         removed.append(entry.name)
     return removed
+
+
+def start_archive(fresh: bool) -> Postgres | None:
+    """The demo's private PostgreSQL for the archive, its data next to the embedded Redis's;
+    None, saying why, when there is none (the demo runs on without an archive)."""
+    folder = data_dir().parent / "postgres"
+    try:
+        bin_dir = find_postgres()
+    except NoPostgres as err:
+        print(f"Archive off: {err} (or set CHAT_ARCHIVE_URL to a PostgreSQL of yours).")
+        return None
+    if fresh and (folder / "data").exists():
+        shutil.rmtree(folder / "data")
+        print(f"--fresh: emptied {folder} (the archive)")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"Starting a private PostgreSQL for the archive (data in {folder})", flush=True)
+    try:
+        return start_postgres(folder / "data", free_port(), log_path=folder / "postgres.log", bin_dir=bin_dir)
+    except NoPostgres as err:
+        print(f"Archive off: {err} (or set CHAT_ARCHIVE_URL to a PostgreSQL of yours).")
+        return None
+    except Exception as err:  # the archive is optional: the demo goes on without it
+        print(f"Archive off: the private PostgreSQL did not start ({str(err).splitlines()[0]}; "
+              f"see {folder / 'postgres.log'}); set CHAT_ARCHIVE_URL to use another.")
+        return None
 
 
 # `demo --auth`: who gets a link, and the rooms each token allows (None: every room).
@@ -230,7 +256,13 @@ def demo(args: argparse.Namespace) -> int:
         except ValueError:  # a host name: add it as it is
             covered = False
         env_extra["CHAT_TRUSTED_PROXIES"] = ",".join([*map(str, trusted), *([] if covered else [upstream])])
+    archive: Postgres | None = None
     try:
+        # The archive: CHAT_ARCHIVE_URL's PostgreSQL when set, else a private one when a server is installed.
+        if not os.environ.get("CHAT_ARCHIVE_URL", "").strip():
+            archive = start_archive(args.fresh)
+        if archive is not None:
+            env_extra["CHAT_ARCHIVE_URL"] = archive.url
         for port in args.ports:
             env = {**os.environ, **env_extra, "REDIS_URL": url, "CHAT_INSTANCE": f"demo-{port}"}
             argv = [sys.executable, "-m", "hypercorn", *config_args, "quart_chat:app",
@@ -286,7 +318,7 @@ def demo(args: argparse.Namespace) -> int:
         # A demo started in the background by a script (`&`, nohup) inherits SIGINT ignored:
         # Ctrl+C, or a SIGINT to its group, must stop it all the same.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        while all(c.poll() is None for c in children):
+        while all(c.poll() is None for c in children) and (archive is None or archive.group.running):
             time.sleep(0.5)
         print("a process stopped unexpectedly; shutting down", file=sys.stderr)
         return 1
@@ -295,7 +327,7 @@ def demo(args: argparse.Namespace) -> int:
         return 0
     finally:
         # nginx first; then every instance at once (each may wait out its graceful time
-        # while its WebSockets close), and Redis last: stopping instances still use it.
+        # while its WebSockets close), and Redis and PostgreSQL last: stopping instances still use them.
         if front is not None:
             stop_group(front)
         for inst in instances:
@@ -305,6 +337,8 @@ def demo(args: argparse.Namespace) -> int:
                 pass
         for child in [*instances, *(c for c in children if c is not front and c not in instances)]:
             stop_group(child)
+        if archive is not None:
+            archive.stop()
         if nginx_dir is not None:
             shutil.rmtree(nginx_dir, ignore_errors=True)
 

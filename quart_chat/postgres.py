@@ -189,7 +189,7 @@ def start_postgres(data_dir: Path, port: int, log_path: Path | None = None, bin_
             # trust: the server listens on 127.0.0.1 only (-h below), and pg_hba allows loopback only.
             _run([str(bin_dir / "initdb"), "-D", str(data_dir), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8",
                   "--locale=C"], user, env, f"initdb {data_dir}")
-        group = Group("postgres", log_path or data_dir.parent / f"{data_dir.name}.log")
+        group = Group("postgres", log_path or data_dir / "postgres.log")
         group.launch([str(bin_dir / "postgres"), "-D", str(data_dir), "-p", str(port), "-h", HOST,
                       "-k", str(socket_dir)], env=env, user=user and user.pw_name)
         server = Postgres(group, port, socket_dir)
