@@ -12,7 +12,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from .procs import HOST, Group, as_user, wait_until
 
@@ -126,22 +128,21 @@ def _own(path: Path, user: pwd.struct_passwd | None) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
-def _in_thread(coro_fn, *args):
-    """Run an async function to completion from sync code, whether or not a loop runs here."""
-    result: list = []
+def _in_thread(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a coroutine to completion from sync code, whether or not an event loop runs here."""
+    errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            result.append(asyncio.run(coro_fn(*args)))
-        except BaseException as err:  # handed to the caller below
-            result.append(err)
+            asyncio.run(make())
+        except BaseException as err:  # raised again in the caller's thread
+            errors.append(err)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join()
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
+    if errors:
+        raise errors[0]
 
 
 async def _create_database(port: int, timeout: float) -> None:
@@ -198,7 +199,7 @@ def start_postgres(data_dir: Path, port: int, log_path: Path | None = None, bin_
         raise
     try:
         wait_until(lambda: (socket_dir / f".s.PGSQL.{port}").exists(), timeout, group, "postgres")
-        _in_thread(_create_database, port, timeout)
+        _in_thread(lambda: _create_database(port, timeout))
     except BaseException:
         server.stop()
         raise

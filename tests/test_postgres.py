@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -10,6 +13,8 @@ import pytest
 
 from quart_chat.postgres import NoPostgres, Postgres, find_postgres, start_postgres
 from quart_chat.procs import free_port, listening
+
+from cluster import ROOT, Process
 
 
 def gone(pid: int) -> bool:
@@ -80,3 +85,51 @@ def test_no_server_is_said_plainly(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("CHAT_POSTGRES_BIN", str(tmp_path))
     with pytest.raises(NoPostgres, match="holds no postgres and initdb"):
         find_postgres()
+
+
+async def connect(url: str) -> None:
+    conn = await asyncpg.connect(url, timeout=10)
+    await conn.close()
+
+
+def run_demo(tmp_path: Path, env: dict[str, str]) -> Process:
+    """`quart-chat demo` on one free port, without nginx, until it says it runs."""
+    demo = Process("demo", tmp_path)
+    demo.launch([sys.executable, "-m", "quart_chat.cli", "demo", "--ports", str(free_port()), "--proxy-port", "0"],
+                env=env, cwd=ROOT)
+    deadline = time.monotonic() + 40
+    while "Press Ctrl+C" not in demo.tail(200):
+        if not demo.running or time.monotonic() > deadline:
+            demo.stop(20)
+            raise AssertionError(demo.tail())
+        time.sleep(0.2)
+    return demo
+
+
+@pytest.mark.timeout(90)
+def test_the_demo_starts_a_private_archive_and_stops_it(postgres: Postgres, redis_proc, pg_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """Without CHAT_ARCHIVE_URL, the demo starts a PostgreSQL with its data beside the Redis
+    folder, and stops it with the rest."""
+    pg_dir.chmod(0o755)  # the demo's data home: the server's user (as root) passes through it
+    env = {**os.environ, "XDG_DATA_HOME": str(pg_dir), "REDIS_URL": redis_proc.url}
+    env.pop("CHAT_ARCHIVE_URL", None)
+    demo = run_demo(tmp_path, env)
+    try:
+        folder = pg_dir / "quart_chat" / "postgres"
+        assert f"Starting a private PostgreSQL for the archive (data in {folder})" in demo.tail(200), demo.tail()
+        pid, port = (int(line) for line in (folder / "data" / "postmaster.pid").read_text().splitlines()[0:4:3])
+        asyncio.run(connect(f"postgresql://postgres@127.0.0.1:{port}/chat"))
+    finally:
+        assert demo.stop(20) == 0, demo.tail()
+    assert gone(pid) and not listening(port)
+
+
+@pytest.mark.timeout(60)
+def test_the_demo_without_a_server_says_the_archive_is_off(redis_proc, tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "REDIS_URL": redis_proc.url,
+           "CHAT_POSTGRES_BIN": str(tmp_path)}
+    env.pop("CHAT_ARCHIVE_URL", None)
+    demo = run_demo(tmp_path, env)
+    assert demo.stop(20) == 0, demo.tail()
+    assert "Archive off: CHAT_POSTGRES_BIN=" in demo.tail(200), demo.tail()
