@@ -13,6 +13,10 @@ import { loadOlder } from './js/history.js';
 import { validUser } from './js/ids.js';
 import { initIdentity, rememberName } from './js/identity.js';
 import { handleFrame } from './js/incoming.js';
+import { initNotify } from './js/notify.js';
+import { maybeRead } from './js/readmarks.js';
+import { initSearch } from './js/search.js';
+import { onComposerInput } from './js/typingview.js';
 import { clearJoinQueue, joinHint, leaveActive, onJoinClick, onRoomClick, sendJoin } from './js/joining.js';
 import { syncDays } from './js/messages.js';
 import { activeRoom, applyRoomFilter, loadRooms, rooms, updateRoomsEmpty, wantedRooms } from './js/roomlist.js';
@@ -62,6 +66,7 @@ function wireConversation() {
   ui.replyCancel.addEventListener('click', cancelActiveReply);
   wireActions();
   ui.message.addEventListener('input', autoGrow);
+  ui.message.addEventListener('input', onComposerInput);
   ui.loadOlder.addEventListener('click', () => loadOlder(null, false));
   ui.leave.addEventListener('click', leaveActive);
   ui.reconnect.addEventListener('click', reconnectNow);
@@ -73,8 +78,14 @@ function wireConversation() {
     const room = activeRoom();
     const bottom = atBottom();
     if (room) room.stick = bottom;
-    if (bottom) ui.jumpLatest.hidden = true;
+    if (bottom) {
+      ui.jumpLatest.hidden = true;
+      maybeRead();
+    }
   }, { passive: true });
+  // Read only what was seen: the tab shown again counts as looking.
+  document.addEventListener('visibilitychange', maybeRead);
+  window.addEventListener('focus', maybeRead);
   // A toast, a taller message box or a resized window shrinks the view: keep the newest in sight.
   if (typeof ResizeObserver === 'function') {
     new ResizeObserver(() => {
@@ -90,6 +101,8 @@ function init() {
   initIdentity();
   wireJoinForm();
   wireConversation();
+  initNotify();
+  initSearch();
   window.addEventListener('online', reconnectNow);
   setInterval(checkUnconfirmed, CHECK_UNCONFIRMED_MS);
   setInterval(syncDays, DAY_LABELS_MS);

@@ -6,6 +6,7 @@ import { announce } from './a11y.js';
 import { el, ui } from './dom.js';
 import { messageFits } from './frames.js';
 import { counterView, excessOf, fmt, readLimit } from './limits.js';
+import { closeRoom } from './readmarks.js';
 import { cancelReply } from './reply.js';
 import { activeRoom } from './roomlist.js';
 import { sendText, sends } from './sending.js';
@@ -28,6 +29,7 @@ export function onSend() {
   const text = ui.message.value;
   if (!text.trim() || tooLong(text)) { ui.message.focus(); return; }
   if (sendText(room.name, text, room.replyTo ? room.replyTo.id : null)) {
+    closeRoom(room);   // the "New messages" line has said what it had to
     ui.message.value = '';
     autoGrow();
     cancelReply(room);

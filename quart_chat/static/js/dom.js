@@ -20,6 +20,9 @@ const IDS = {
   msgMenu: 'msg-menu', emojiPicker: 'emoji-picker', emojiGrid: 'emoji-grid',
   confirmDelete: 'confirm-delete', confirmPreview: 'confirm-delete-preview',
   confirmCancel: 'confirm-delete-cancel', confirmOk: 'confirm-delete-ok',
+  typing: 'typing', notify: 'notify', search: 'search', searchForm: 'search-form',
+  searchPanel: 'search-panel', searchStatus: 'search-status', searchResults: 'search-results',
+  searchMore: 'search-more',
 };
 
 export function bindUi() {

@@ -74,3 +74,8 @@ export function sinceFor(room) {
 export function rejoinOrder(rooms, active) {
   return [...rooms].sort((a, b) => (a.name === active ? -1 : 0) - (b.name === active ? -1 : 0));
 }
+
+// Hints of presence (docs/protocol.md, `typing` and `read`): never stored as messages.
+export function typingFrame(room) { return { type: 'typing', room }; }
+
+export function readFrame(room, id) { return { type: 'read', room, id }; }

@@ -5,6 +5,7 @@ import { ui } from './dom.js';
 import { apiFetch } from './identity.js';
 import { addMessage, syncDays } from './messages.js';
 import { firstMessageId } from './order.js';
+import { recount } from './readmarks.js';
 import { activeRoom, rooms } from './roomlist.js';
 import { toast } from './toasts.js';
 import { atBottom, scrollToBottom, updateEmptyState, updateLoadOlder } from './view.js';
@@ -14,6 +15,18 @@ export const HISTORY_PAGE = 50;
 function historyUrl(room, before, limit) {
   return '/rooms/' + encodeURIComponent(room.name) + '/history?limit=' + limit +
     (before ? '&before=' + encodeURIComponent(before) : '');
+}
+
+// One page of GET history: {messages (oldest first, each with its room), hasMore}; an
+// error is thrown with the server's words.
+export async function fetchHistory(room, before, limit) {
+  const r = await apiFetch(historyUrl(room, before, limit));
+  let data = null;
+  try { data = await r.json(); } catch (e) { data = null; }
+  if (!r.ok) throw new Error(data && data.error && data.error.message ? data.error.message : 'HTTP ' + r.status);
+  const messages = data && Array.isArray(data.messages) ? data.messages : [];
+  for (const m of messages) if (m && typeof m === 'object' && !m.room) m.room = room.name;
+  return { messages, hasMore: !!(data && data.has_more) };
 }
 
 // One message before the first shown tells whether the button is useful.
@@ -48,25 +61,16 @@ export async function loadOlder(roomArg, auto) {
   room.loadingOlder = true;
   if (rooms.active === room.name) updateLoadOlder();
   try {
-    const r = await apiFetch(historyUrl(room, first, HISTORY_PAGE));
-    let data = null;
-    try { data = await r.json(); } catch (e) { data = null; }
-    if (!r.ok) {
-      const msg = data && data.error && data.error.message ? data.error.message : 'HTTP ' + r.status;
-      throw new Error(msg);
-    }
+    const page = await fetchHistory(room, first, HISTORY_PAGE);
     if (!room.wanted) return;
-    const list = data && Array.isArray(data.messages) ? data.messages : [];
     const isActive = rooms.active === room.name;
     const s = ui.scroller;
     const stick = isActive && atBottom();
     const prevHeight = s.scrollHeight;
     const prevTop = s.scrollTop;
-    for (const m of list) {
-      if (m && typeof m === 'object' && !m.room) m.room = room.name;
-      addMessage(room, m, { live: false, countUnread: false, rest: true });
-    }
-    room.hasMore = !!(data && data.has_more);
+    for (const m of page.messages) addMessage(room, m, { live: false, countUnread: false, rest: true });
+    room.hasMore = page.hasMore;
+    recount(room);
     if (isActive && rooms.active === room.name) {
       syncDays();
       updateEmptyState();

@@ -12,10 +12,13 @@ import { joinAnswered, joinHint, oldestJoin, refuseJoin, sendJoin } from './join
 import { memberJoined, memberLeft, renderMembers, setMembers } from './members.js';
 import { addMessages, addNotice, applyChangeFrame } from './messages.js';
 import { messageCount } from './order.js';
+import { maybeNotify } from './notify.js';
+import { joinedOpen, markerReceived, maybeRead, recount } from './readmarks.js';
 import { ensureRoom, getRoom, removeRoom, roomCreated, rooms, updateRoomEntry } from './roomlist.js';
 import { failPending, flushRoom, maybeClearSendToasts, renderPending, resolvePending, sends } from './sending.js';
 import { scheduleSave } from './session.js';
 import { clearToasts, toast } from './toasts.js';
+import { onTypingFrame, typingStopped } from './typingview.js';
 import { scrollToBottom, updateComposer, updateEmptyState, updateLoadOlder } from './view.js';
 
 const JOIN_RETRY_MS = 3000;
@@ -57,6 +60,8 @@ export function handleFrame(raw) {
     case 'message_edited':
     case 'message_deleted':
     case 'reaction': onChange(f); break;
+    case 'typing': onTypingFrame(f); break;
+    case 'read': onRead(f); break;
     default: break;   // `left` and `pong` need nothing: the page acted when it sent them
   }
 }
@@ -93,6 +98,9 @@ function onJoined(f) {
     if (restored && messageCount(room.entries) < HISTORY_PAGE && room.restoreFrom !== '0-0') loadOlder(room, true);
     else if (restored && room.restoreFrom === '0-0') room.hasMore = false;
   }
+  markerReceived(room, f.read);
+  recount(room);
+  joinedOpen(room);
   flushRoom(room);
   if (isActive) {
     renderMembers();
@@ -101,9 +109,16 @@ function onJoined(f) {
     updateComposer();
     updateLoadOlder();
     maybeProbeOlder(room);
+    maybeRead();
   }
   updateRoomEntry(room);
   scheduleSave();
+}
+
+// This user's marker moved on another tab or device: the counts here follow.
+function onRead(f) {
+  const room = getRoom(f.room);
+  if (room && room.wanted) markerReceived(room, f.id);
 }
 
 // A change to a message (docs/protocol.md, "A message's life"), in stream order with the
@@ -117,7 +132,8 @@ function onMessage(f) {
   const room = getRoom(f.room);
   if (!room || !room.wanted) return;
   if (resolvePending(f.client_id)) maybeClearSendToasts();
-  addMessages(room, [f], { live: true, countUnread: true, animate: true, announce: true });
+  if (typeof f.user === 'string') typingStopped(room.name, f.user);
+  if (addMessages(room, [f], { live: true, countUnread: true, animate: true, announce: true })) maybeNotify(room, f);
   if (rooms.active === room.name) updateEmptyState();
 }
 
@@ -155,6 +171,7 @@ function onError(f) {
   const code = typeof f.code === 'string' ? f.code : 'error';
   const serverMsg = typeof f.message === 'string' ? f.message : '';
   if (changeAnswered(f.ref, false, code, serverMsg)) return;
+  if (f.ref === 'typing' || f.ref === 'read') return;   // hints: a refused one needs no word
   let title = ERROR_TEXT[code] || serverMsg || 'Error: ' + code;
   const p = typeof f.ref === 'string' ? sends.get(f.ref) : null;
   if (p) {

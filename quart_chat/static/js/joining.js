@@ -11,9 +11,11 @@ import {
   activeRoom, applyRoomFilter, ensureRoom, filtering, firstWanted, getRoom, removeRoom, resetRoom,
   rooms, updateRoomEntry, updateTitle,
 } from './roomlist.js';
+import { forgetReads } from './readmarks.js';
 import { refuseRoom, sends } from './sending.js';
 import { scheduleSave } from './session.js';
 import { clearToasts } from './toasts.js';
+import { forgetTyping } from './typingview.js';
 import { activate } from './view.js';
 
 const INVALID_ROOM_TEXT = 'Invalid room name — use ' + ROOM_RULE;
@@ -108,6 +110,7 @@ export function leaveActive() {
   const room = activeRoom();
   if (!room) return;
   joinAnswered(room.name);
+  forgetRoom(room);
   resetRoom(room);
   sends.dropRoom(room.name);
   sendFrame(leaveFrame(room.name));
@@ -121,9 +124,16 @@ export function leaveActive() {
   scheduleSave();
 }
 
+// What the page holds of the room beside its messages: its marker and who types there.
+function forgetRoom(room) {
+  forgetReads(room);
+  forgetTyping(room.name);
+}
+
 // A join the server refused: the room is not joined, in any part of the page.
 export function refuseJoin(room) {
   refuseRoom(room);
+  forgetRoom(room);
   resetRoom(room);
   if (rooms.active === room.name) {
     const back = room.returnTo ? getRoom(room.returnTo) : null;

@@ -11,7 +11,9 @@ import { applyChange, changeOf, laterId } from './life.js';
 import { syncParts } from './msgparts.js';
 import { continues, positionFor } from './order.js';
 import { originalChanged, quoteFor } from './reply.js';
-import { getRoom, rooms, updateRoomEntry, updateTitle } from './roomlist.js';
+import { mentionsUser } from './unread.js';
+import { maybeRead, recount, syncDivider } from './readmarks.js';
+import { getRoom, rooms } from './roomlist.js';
 import { isOwnCid } from './sending.js';
 import { scheduleSave } from './session.js';
 import { atBottom, scrollToBottom, updateEmptyState, updateLoadOlder } from './view.js';
@@ -42,7 +44,7 @@ function renderMessage(entry) {
 function partsContext(msg) {
   const room = typeof msg.room === 'string' ? getRoom(msg.room) : null;
   const quote = room && msg.reply_to && !msg.deleted ? quoteFor(room, msg.reply_to) : null;
-  return { me: me.user, mine: isMine(msg), quote };
+  return { me: me.user, mine: isMine(msg), quote, mentionsMe: !isMine(msg) && mentionsUser(msg, me.user) };
 }
 
 // A message's element brought up to date with its object (a change, a quote resolved).
@@ -86,6 +88,7 @@ export function applyChangeFrame(room, f) {
   const entry = findEntry(room, change.id);
   const changed = entry ? applyChange(entry.msg, change) : false;
   if (entry && changed) refreshEntry(entry);
+  if (entry && changed && change.kind === 'delete') recount(room);   // a deleted message is not unread
   if (change.kind !== 'reaction') {
     originalChanged(room, change);
     if (change.kind === 'delete') endChangesTo(room, change.id);
@@ -114,14 +117,19 @@ export function entryEl(entry) {
 // A separator before the first entry of each day ("Today", "Yesterday", "Mon 30 Nov 2026").
 // Separators are the view's alone (not in room.entries): this keeps those still in place and
 // adds or drops the rest, so a message arriving does not rebuild them all.
+// The "New messages" line (readmarks.js) stays right before its message, after the separator.
 export function syncDays() {
-  const nodes = [...ui.messages.children].filter((node) => !node.classList.contains('day-sep'));
+  syncDivider();
+  const nodes = [...ui.messages.children].filter((node) => !node.classList.contains('day-sep') &&
+    !node.classList.contains('new-messages'));
   const starts = dayStarts(nodes.map((node) => node.dataset.day || ''));
   const keep = new Set();
   nodes.forEach((node, i) => {
     if (!starts[i]) return;
     const day = node.dataset.day;
-    const before = node.previousElementSibling;
+    const at = node.previousElementSibling && node.previousElementSibling.classList.contains('new-messages')
+      ? node.previousElementSibling : node;
+    const before = at.previousElementSibling;
     let sep = before && before.classList.contains('day-sep') && before.dataset.day === day && !keep.has(before) ? before : null;
     if (!sep) {
       sep = el('div', 'day-sep');
@@ -129,7 +137,7 @@ export function syncDays() {
       const t = el('time', 'day-sep-label');
       t.dateTime = day;
       sep.append(t);
-      ui.messages.insertBefore(sep, node);
+      ui.messages.insertBefore(sep, at);
     }
     keep.add(sep);
     const label = dayLabel(day);
@@ -178,11 +186,6 @@ export function addMessage(room, msg, opts) {
   updateGrouping(room, idx + 1);
   if (room.replies > 0) refreshQuotes(room, msg.id);   // an original loaded after its replies
   if (msg.reply_to) room.replies += 1;
-  if (opts.countUnread && rooms.active !== room.name && !isMine(msg)) {
-    room.unread += 1;
-    updateRoomEntry(room);
-    updateTitle();
-  }
   return true;
 }
 
@@ -239,12 +242,14 @@ export function addMessages(room, list, opts) {
     }
   }
   if (isActive && heard.length) announceMessages(room.name, heard);
+  if (added) recount(room);
   if (isActive && added) {
     syncDays();
     if (stick || mineAdded) scrollToBottom();
     else if (opts.live) ui.jumpLatest.hidden = false;
     updateEmptyState();
     updateLoadOlder();
+    maybeRead();
   }
   return added;
 }

@@ -7,6 +7,7 @@
 import { button, el } from './dom.js';
 import { fullTime } from './days.js';
 import { reactionChips } from './life.js';
+import { mentionParts } from './mentions.js';
 
 const REMOVED_TEXT = 'This message was deleted';
 const QUOTE_TEXT = { deleted: 'message deleted', unknown: 'an earlier message' };
@@ -14,19 +15,31 @@ const QUOTE_TEXT = { deleted: 'message deleted', unknown: 'an earlier message' }
 function child(parent, cls) { return parent.querySelector(':scope > .' + cls); }
 
 // ctx: {me (this page's user name or null), mine (bool), quote (life.quoteView, when the
-// message is a reply)}.
+// message is a reply), mentionsMe (bool)}.
 export function syncParts(root, msg, ctx) {
   const removed = !!msg.deleted;
   root.classList.toggle('removed', removed);
+  root.classList.toggle('mentions-me', !removed && !!ctx.mentionsMe);
   const bubble = child(root, 'bubble');
-  const text = child(bubble, 'text');
   const want = removed || typeof msg.text !== 'string' ? '' : msg.text;
-  if (text.textContent !== want) text.textContent = want;
+  syncText(child(bubble, 'text'), want, removed ? null : msg.mentions, ctx.me);
   syncQuote(bubble, removed ? null : msg.reply_to, ctx.quote);
   syncEdited(child(bubble, 'meta'), removed ? 0 : Number(msg.edited_ts) || 0);
   syncRemoved(bubble, removed);
   syncReactions(bubble, removed ? null : msg.reactions, ctx.me);
   syncTools(root, !removed, ctx.mine, typeof msg.user === 'string' ? msg.user : '');
+}
+
+// The text, with each `@name` the server found as a <mark> inside it: .text's textContent
+// is still exactly the text (an edit keeps the mentions the message was sent with).
+function syncText(node, want, names, me) {
+  const parts = mentionParts(want, names);
+  const key = parts.filter((p) => p.mention).map((p) => p.mention).join('\n');
+  if (node.textContent === want && (node.dataset.mentions || '') === key) return;
+  node.replaceChildren(...parts.map((p) => (p.mention
+    ? el('mark', 'mention' + (p.mention === me ? ' me' : ''), p.text) : document.createTextNode(p.text))));
+  if (key) node.dataset.mentions = key;
+  else delete node.dataset.mentions;
 }
 
 function syncQuote(bubble, replyTo, view) {

@@ -106,7 +106,12 @@ export async function goToOriginal(roomName, id) {
       '', { code: 'info', group: 'reply' });
     return;
   }
-  const node = e.el;
+  flashEntry(e.el);
+}
+
+// A message's element scrolled into view and lit up for a moment; the focus goes to it so
+// that the keyboard goes on from there.
+export function flashEntry(node) {
   node.scrollIntoView({ block: 'center' });
   node.classList.remove('flash');
   void node.offsetWidth;   // restart the animation when it is still running

@@ -5,6 +5,7 @@ import { button, el, ui } from './dom.js';
 import { ROOM_RE } from './ids.js';
 import { allows, apiFetch } from './identity.js';
 import { cmpRooms, mergeSorted, orderIndex } from './order.js';
+import { badgeCount } from './unread.js';
 
 const ROOMS_PAGE = 1000;        // GET /rooms?limit= (the server's maximum)
 const ROOMS_MAX_PAGES = 1000;   // a bound on one pass over the paged list
@@ -31,9 +32,11 @@ function newRoom(name, created) {
   const hash = el('span', 'room-hash', '#');
   hash.setAttribute('aria-hidden', 'true');
   const label = el('span', 'room-name', name);
+  const mentioned = el('span', 'mentioned');
+  mentioned.hidden = true;
   const unread = el('span', 'unread');
   unread.hidden = true;
-  btn.append(hash, label, unread);
+  btn.append(hash, label, mentioned, unread);
   li.append(btn);
   return {
     name,
@@ -54,7 +57,10 @@ function newRoom(name, created) {
     originals: new Map(),   // id -> what GET history said of a replied-to message not loaded
     replies: 0,             // messages with a reply_to among the entries
     replyTo: null,          // the message the next one answers: {id, user, line}
-    unread: 0,
+    unread: 0,              // messages after the user's read marker, not their own (readmarks.js)
+    mentioned: 0,           // ... of which mention the user
+    divider: null,          // the first unread message when the room was opened: "New messages"
+    dividerDue: false,      // ... decided at the room's `joined`
     members: new Set(),     // user names (the server counts tabs: one name, one entry)
     hasMore: null,          // older history? null: unknown
     loadingOlder: false,
@@ -63,6 +69,7 @@ function newRoom(name, created) {
     scrollTop: 0,
     li,
     unreadEl: unread,
+    mentionedEl: mentioned,
     shownState: '',
   };
 }
@@ -122,6 +129,9 @@ export function resetRoom(room) {
   room.replies = 0;
   room.replyTo = null;
   room.unread = 0;
+  room.mentioned = 0;
+  room.divider = null;
+  room.dividerDue = false;
   room.members = new Set();
   room.hasMore = null;
   room.stick = true;
@@ -208,8 +218,10 @@ export function updateRoomEntry(room) {
   const li = room.li;
   const isActive = rooms.active === room.name;
   const showUnread = room.unread > 0 && !isActive;
+  const showMentioned = room.mentioned > 0 && !isActive;
   // Thousands of entries: touch the DOM only when what it shows changed.
-  const key = (room.wanted ? 'w' : '') + (isActive ? 'a' : '') + (showUnread ? room.unread : '');
+  const key = (room.wanted ? 'w' : '') + (isActive ? 'a' : '') + (showUnread ? room.unread : '') +
+    (showMentioned ? '@' + room.mentioned : '');
   if (key === room.shownState) return;
   room.shownState = key;
   li.classList.toggle('joined', room.wanted);
@@ -217,8 +229,9 @@ export function updateRoomEntry(room) {
   const btn = li.firstElementChild;
   if (isActive) btn.setAttribute('aria-current', 'true');
   else btn.removeAttribute('aria-current');
+  badge(room.mentionedEl, showMentioned ? room.mentioned : 0, '@', room.mentioned === 1 ? ' mention' : ' mentions');
   if (showUnread) {
-    room.unreadEl.textContent = room.unread > 99 ? '99+' : String(room.unread);
+    room.unreadEl.textContent = badgeCount(room.unread);
     room.unreadEl.hidden = false;
     room.unreadEl.setAttribute('aria-label', room.unread + ' unread');
     li.classList.add('has-unread');
@@ -228,6 +241,13 @@ export function updateRoomEntry(room) {
     room.unreadEl.removeAttribute('aria-label');
     li.classList.remove('has-unread');
   }
+}
+
+function badge(node, n, prefix, what) {
+  node.hidden = !n;
+  node.textContent = n ? prefix + badgeCount(n) : '';
+  if (n) node.setAttribute('aria-label', n + what);
+  else node.removeAttribute('aria-label');
 }
 
 export function updateRoomsEmpty() {

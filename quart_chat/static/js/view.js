@@ -7,10 +7,13 @@ import { maybeProbeOlder } from './history.js';
 import { renderMembers } from './members.js';
 import { entryEl, syncDays } from './messages.js';
 import { firstMessageId } from './order.js';
+import { closeRoom, maybeRead, openRoom } from './readmarks.js';
 import { renderReplyBar } from './reply.js';
 import { activeRoom, setActive, updateRoomEntry, updateTitle } from './roomlist.js';
 import { hasPending, renderPending } from './sending.js';
+import { updateSearch } from './search.js';
 import { scheduleSave } from './session.js';
+import { renderTyping } from './typingview.js';
 
 const BOTTOM_SLACK_PX = 48;
 
@@ -30,11 +33,12 @@ export function activate(name) {
   if (prev) {
     prev.stick = atBottom();
     prev.scrollTop = ui.scroller.scrollTop;
+    closeRoom(prev);
   }
   closeActions();
   setActive(name);
   const room = activeRoom();
-  if (room) room.unread = 0;
+  if (room) openRoom(room);
   if (prev) updateRoomEntry(prev);
   if (room) {
     updateRoomEntry(room);
@@ -62,6 +66,9 @@ export function activate(name) {
     maybeProbeOlder(room);
   }
   document.body.classList.toggle('has-room', !!room);
+  renderTyping();
+  updateSearch();
+  maybeRead();
   scheduleSave();
 }
 
