@@ -16,6 +16,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from .archive import Archive, ArchiveDown
+from .archiver import Archiver
 from .codes import ErrorCode
 from .config import Settings
 from .history import change_target, has_gap, latest
@@ -83,6 +85,8 @@ class LimitExceeded(Exception):
 
 # Most distinct emoji on one message (docs/protocol.md, "A message's life").
 MAX_EMOJI_PER_MESSAGE = 20
+# Most messages a join takes from the archive; from further back, `gap` says so (and REST pages on).
+ARCHIVE_JOIN_MOST = 5000
 
 
 @dataclass(slots=True)
@@ -143,6 +147,11 @@ class Broker:
         self._join = self.redis.register_script(JOIN_LUA)
         self._read = self.redis.register_script(READ_LUA)
         self.subscriber = Subscriber(settings.redis_url, hub, self.redis)
+        # The archive (docs/archive.md): with it, a stream may hold a backlog the archiver
+        # has not taken yet, and trims it back itself.
+        self.archive = Archive(settings.archive_url, settings.archive_language) if settings.archive_url else None
+        self.archiver = None if self.archive is None else Archiver(settings, self.redis, self.node, self.archive)
+        self._cap = settings.history_maxlen + (settings.archive_backlog if self.archive else 0)
         self.presence = Presence(settings, self.redis, self.node, self.redis.register_script(LEAVE_LUA),
                                  self.redis.register_script(EXPIRE_LUA))
         self._tasks: list[asyncio.Task] = []
@@ -157,6 +166,8 @@ class Broker:
             asyncio.create_task(self.presence.heartbeat_forever(), name="chat-heartbeat"),
             asyncio.create_task(self.presence.janitor_forever(), name="chat-janitor"),
         ]
+        if self.archiver is not None:
+            self._tasks.append(asyncio.create_task(self.archiver.run(), name="chat-archiver"))
 
     async def stop(self) -> None:
         """Stop background work and remove this node's members, as far as Redis allows."""
@@ -171,6 +182,8 @@ class Broker:
         except (*UNREACHABLE, RedisError):
             log.warning("could not remove this instance's members from Redis; others will after %ss",
                         self.settings.dead_after_seconds)
+        if self.archive is not None:
+            await self.archive.close()
         await self.redis.aclose()
 
     def spawn_cleanup(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -198,7 +211,7 @@ class Broker:
         deadline = data["ts"] + self.presence.clock_offset + int(APPEND_BUDGET * 1000)
         keys = [history_key(room), trimmed_key(room), MESSAGES,
                 "" if client_id is None else sent_key(room, user, client_id), ACTIVITY, members_key(room)]
-        args = [self.settings.history_maxlen, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
+        args = [self._cap, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
                 reply_to or "", author or "", text if "@" in text else ""]
         return await self._store(self._append, keys, args)
 
@@ -222,7 +235,7 @@ class Broker:
         keys = [history_key(room), trimmed_key(room), MESSAGES, "" if cid is None else sent_key(room, user, cid),
                 ACTIVITY, state_key(room), state_index_key(room)]
         deadline = ts + self.presence.clock_offset + int(APPEND_BUDGET * 1000)
-        args = [self.settings.history_maxlen, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
+        args = [self._cap, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
                 kind, target, author or "", user, value, extra, MAX_EMOJI_PER_MESSAGE]
         return await self._store(self._change, keys, args)
 
@@ -291,7 +304,17 @@ class Broker:
                 history.append(latest(sid, data, state))
             elif (target := change_target(data)) is not None and target <= since:
                 changes.append(entry_frame(sid, data))  # to a message the joiner has: replayed
-        return JoinResult(history, last, members, has_gap(since, oldest_id, bool(trimmed)), changes, read)
+        gap = has_gap(since, oldest_id, bool(trimmed))
+        if gap and self.archive is not None and self.archiver is not None and self.archiver.ready:
+            # What the stream lost since `since` is in the archive: served from there, first.
+            try:
+                older, replays, cut = await self.archive.between(room, since, oldest_id, ARCHIVE_JOIN_MOST)
+                gap = cut or not await self.archive.covers(room, since)
+            except ArchiveDown as err:  # the archive away: the join goes on as without one
+                log.warning("archive: a join from %s could not read it (%s)", format_stream_id(since), err)
+            else:
+                history, changes = older + history, replays + changes
+        return JoinResult(history, last, members, gap, changes, read)
 
     async def read(self, room: str, user: str, key: str, upto: str) -> str | None:
         """Move ``user``'s read marker in ``room`` forward to ``upto`` and tell their other
@@ -359,8 +382,37 @@ class Broker:
             raise Unavailable(str(err)) from err
         if reply is None:
             return None
-        entries, states = reply
-        return _latest(entries[:limit][::-1], states[:limit][::-1]), len(entries) > limit
+        entries, states, oldest = reply
+        messages, more = _latest(entries[:limit][::-1], states[:limit][::-1]), len(entries) > limit
+        if more or self.archiver is None or not self.archiver.ready:
+            return messages, more
+        # The stream has no more: the archive pages on from below its oldest entry (no
+        # duplicate at the seam: everything from there on was served from the stream).
+        below = parse_stream_id(oldest) if oldest else before
+        if before is not None and below is not None:
+            below = min(below, before)
+        if below is None:
+            return messages, more
+        assert self.archive is not None
+        try:
+            older, more = await self.archive.before(room, below, limit - len(messages))
+        except ArchiveDown as err:
+            raise Unavailable(str(err)) from err
+        return older + messages, more
+
+    async def search(self, room: str, query: str, limit: int,
+                     before: StreamId | None) -> tuple[list[str], str | None] | None:
+        """Archive search in ``room`` (None: the room was never created)."""
+        assert self.archive is not None
+        try:
+            if await self.redis.zscore(ROOMS, room) is None:
+                return None
+        except UNREACHABLE as err:
+            raise Unavailable(str(err)) from err
+        try:
+            return await self.archive.search(room, query, limit, before)
+        except ArchiveDown as err:
+            raise Unavailable(str(err)) from err
 
     async def health(self) -> bool:
         """True when Redis answers commands and the subscriber heard from it recently."""

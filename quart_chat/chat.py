@@ -81,7 +81,17 @@ class Chat:
             "join_seconds": stats.join_seconds.snapshot(), "append_seconds": stats.append_seconds.snapshot(),
             "outbox_frames": sum(backlogs), "outbox_max": max(backlogs, default=0),
             "fallbacks": OUTBOUND.fallbacks, "workers": 1,
+            **self._archive_numbers(),
         }
+
+    def _archive_numbers(self) -> dict[str, Any]:
+        """The archiver's numbers (docs/archive.md), only where there is an archive."""
+        archiver = self.broker.archiver
+        if archiver is None:
+            return {}
+        return {"archive_up": 1 if archiver.ready and archiver.up else 0, "archive_lag": archiver.lag_seconds,
+                "archive_behind": archiver.behind, "archive_written": archiver.written,
+                "archive_errors": archiver.errors, "archive_gaps": archiver.gaps}
 
 
 def get_chat() -> Chat:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import os
 import secrets
@@ -33,11 +34,12 @@ from urllib.parse import urlsplit
 import redis
 
 from . import auth, check
+from .check import EX_UNAVAILABLE
 from .config import MIN_SECRET_BYTES, Settings, SettingsError, parse_list
 from .embedded import data_dir, start_redis
 from .entry import EX_CONFIG, configuration_error
 from .logs import redact
-from .postgres import NoPostgres, Postgres, find_postgres, start_postgres
+from .postgres import NoPostgres, Postgres, find_postgres, reachable, start_postgres
 from .procs import free_port, stop_group
 from .proxy import (
     TEMPLATE,
@@ -114,6 +116,10 @@ def start_archive(fresh: bool) -> Postgres | None:
     """The demo's private PostgreSQL for the archive, its data next to the embedded Redis's;
     None, saying why, when there is none (the demo runs on without an archive)."""
     folder = data_dir().parent / "postgres"
+    if not reachable(folder):
+        # As root the server runs as another user, who cannot enter /root: keep its data
+        # where that user can, and where it lasts from one demo to the next.
+        folder = Path("/var/lib/quart_chat/postgres")
     try:
         bin_dir = find_postgres()
     except NoPostgres as err:
@@ -343,6 +349,41 @@ def demo(args: argparse.Namespace) -> int:
             shutil.rmtree(nginx_dir, ignore_errors=True)
 
 
+def migrate() -> int:
+    """Apply the archive's migrations to $CHAT_ARCHIVE_URL (with $CHAT_ARCHIVE_LANGUAGE), as
+    an instance does at start; for a database whose application user may not create tables,
+    run it once with an owner's URL. Exit 0 when the schema is up to date."""
+    from .archive import Archive, ArchiveDown
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as err:
+        print(configuration_error(err), file=sys.stderr)
+        return EX_CONFIG
+    if not settings.archive_url:
+        print("quart-chat migrate: CHAT_ARCHIVE_URL is not set; nothing to migrate", file=sys.stderr)
+        return EX_CONFIG
+
+    async def run() -> list[int]:
+        archive = Archive(settings.archive_url, settings.archive_language)
+        try:
+            await archive.open()  # which migrates
+            return await archive.migrate()
+        finally:
+            await archive.close()
+
+    try:
+        asyncio.run(run())
+    except (ArchiveDown, OSError) as err:
+        print(f"quart-chat migrate: cannot reach the archive at {redact(settings.archive_url)}: {err}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except Exception as err:  # e.g. an unknown CHAT_ARCHIVE_LANGUAGE, a user without rights
+        print(f"quart-chat migrate: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    print(f"quart-chat migrate: the archive at {redact(settings.archive_url)} is up to date")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``quart-chat`` command."""
     argv = sys.argv[1:] if argv is None else argv
@@ -382,11 +423,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="check the settings and reach Redis as an instance would; exit 0 if it could serve",
                    description=check.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_parser("bench", help="the load tool; see quart-chat bench --help")
+    sub.add_parser("migrate", help="create or update the archive's tables in $CHAT_ARCHIVE_URL (docs/archive.md)",
+                   description=migrate.__doc__)
     args = parser.parse_args(argv)
     if args.command == "token":
         return token(args)
     if args.command == "check":
         return check.check()
+    if args.command == "migrate":
+        return migrate()
     try:
         return demo(args)
     except SettingsError as err:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -164,6 +166,13 @@ class Settings:
     # How often this this instance proves it is alive, and when others may call it dead.
     heartbeat_seconds: float = 5.0
     dead_after_seconds: float = 15.0
+    # The archive (docs/archive.md): off without a URL.
+    archive_url: str = field(default="", repr=False)
+    archive_days: int = 0  # 0: for ever
+    archive_language: str = "simple"  # a PostgreSQL text search configuration
+    # Entries a room's stream may hold beyond CHAT_HISTORY_MAXLEN while the archive has not
+    # taken them (PostgreSQL down); past it the oldest go, and the archive reports a gap.
+    archive_backlog: int = 100_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -197,10 +206,30 @@ class Settings:
             jwt_public_key=_public_key(env),
             jwt_audience=parse_list(env.get("CHAT_JWT_AUDIENCE", "")),
             jwt_issuer=env.get("CHAT_JWT_ISSUER", "").strip(),
+            archive_url=check_archive_url(env.get("CHAT_ARCHIVE_URL", "").strip()),
+            archive_days=_int(env, "CHAT_ARCHIVE_DAYS", 0, minimum=0),
+            archive_language=check_language(env.get("CHAT_ARCHIVE_LANGUAGE", "").strip() or "simple"),
+            archive_backlog=_int(env, "CHAT_ARCHIVE_BACKLOG", 100_000),
         )
         if settings.auth == "token":
             check_token_key(settings)
         return settings
+
+
+def check_archive_url(url: str) -> str:
+    """``CHAT_ARCHIVE_URL``: empty (no archive) or a ``postgresql://`` (or ``postgres://``) URL."""
+    if url and urlsplit(url).scheme not in ("postgresql", "postgres"):
+        raise SettingsError(f"CHAT_ARCHIVE_URL must be a postgresql:// URL, got scheme {urlsplit(url).scheme!r}")
+    return url
+
+
+def check_language(name: str) -> str:
+    """``CHAT_ARCHIVE_LANGUAGE``: a text search configuration's name (``simple``, ``english``...);
+    PostgreSQL says at start-up whether it has it."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise SettingsError(f"CHAT_ARCHIVE_LANGUAGE must be a text search configuration such as simple or english, "
+                            f"got {name!r}")
+    return name
 
 
 def _public_key(env: Mapping[str, str]) -> str:

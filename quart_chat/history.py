@@ -42,16 +42,33 @@ def parse_rooms_args(args: Mapping[str, str]) -> tuple[int, str | None]:
     return _limit(args, MAX_ROOMS_PAGE, MAX_ROOMS_PAGE), None if after is None else validate_room(after)
 
 
+MAX_QUERY = 200
+DEFAULT_RESULTS = 20
+MAX_RESULTS = 100
+
+
+def parse_search_args(args: Mapping[str, str]) -> tuple[str, int, StreamId | None]:
+    """Validate ``q`` (1-200 characters), ``limit`` (1-100, default 20) and ``before`` of a search."""
+    query = (args.get("q") or "").strip()
+    if not 1 <= len(query) <= MAX_QUERY:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"q must be 1 to {MAX_QUERY} characters of words to look for")
+    limit = _limit(args, DEFAULT_RESULTS, MAX_RESULTS)
+    return query, limit, _before(args)
+
+
+def _before(args: Mapping[str, str]) -> StreamId | None:
+    raw_before = args.get("before")
+    if raw_before is None:
+        return None
+    before = parse_stream_id(raw_before)
+    if before is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "before must be a message id such as '1764085000000-0'")
+    return before
+
+
 def parse_page_args(args: Mapping[str, str]) -> tuple[int, StreamId | None]:
     """Validate ``limit`` (1-500, default 50) and ``before`` (a stream id) of a history request."""
-    limit = _limit(args, DEFAULT_PAGE, MAX_PAGE)
-    raw_before = args.get("before")
-    before = None
-    if raw_before is not None:
-        before = parse_stream_id(raw_before)
-        if before is None:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "before must be a message id such as '1764085000000-0'")
-    return limit, before
+    return _limit(args, DEFAULT_PAGE, MAX_PAGE), _before(args)
 
 
 # ---------------------------------------------------------------- latest state

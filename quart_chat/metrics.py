@@ -134,6 +134,18 @@ def _metrics(values: dict[str, Any]) -> Iterator[Metric]:
     yield counter("fast_path_fallbacks", "Connections that fell back to the portable outbound path.",
                   values["fallbacks"])
     yield gauge("workers", "Hypercorn worker processes whose numbers are included.", values["workers"])
+    if "archive_up" in values:  # docs/archive.md
+        yield gauge("archive_up", "1 while the archiver writes to PostgreSQL without errors, else 0.",
+                    values["archive_up"])
+        yield gauge("archive_lag_seconds", "Age of the oldest entry the archiver's last pass found waiting.",
+                    values["archive_lag"])
+        yield gauge("archive_entries_behind", "Entries the archiver's last pass found waiting.",
+                    values["archive_behind"])
+        yield counter("archive_rows_written", "Stream entries written to the archive.", values["archive_written"])
+        yield counter("archive_errors", "Archiver passes (or connection attempts) that failed.",
+                      values["archive_errors"])
+        yield counter("archive_gaps", "Rooms found to have lost entries the archive never got.",
+                      values["archive_gaps"])
 
 
 def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
@@ -142,9 +154,9 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for snap in snapshots:
         for key, value in snap.items():
-            if key in ("redis_up", "subscriber_up"):
+            if key in ("redis_up", "subscriber_up", "archive_up"):
                 out[key] = min(out.get(key, 1), value)
-            elif key == "outbox_max":
+            elif key in ("outbox_max", "archive_lag"):
                 out[key] = max(out.get(key, 0), value)
             elif isinstance(value, dict):
                 table = out.setdefault(key, {})

@@ -78,6 +78,12 @@ def server_user() -> pwd.struct_passwd | None:
     raise NoPostgres("running as root, and there is neither a `postgres` nor a `nobody` user to run PostgreSQL as")
 
 
+def reachable(path: Path) -> bool:
+    """Whether the server's user (`server_user`) can pass through every folder above ``path``."""
+    user = server_user()
+    return user is None or _reachable(path, user)
+
+
 def _reachable(path: Path, user: pwd.struct_passwd) -> bool:
     """Can ``user`` pass through every folder above ``path`` (search permission)?"""
     groups = set(os.getgrouplist(user.pw_name, user.pw_gid))

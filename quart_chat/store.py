@@ -210,6 +210,43 @@ redis.call('PUBLISH', KEYS[3], '{"type":"read","room":"' .. ARGV[3] .. '","user"
 return id
 """
 
+# The archive's trim (docs/archive.md): with an archive, the append scripts cap a stream at
+# CHAT_HISTORY_MAXLEN + CHAT_ARCHIVE_BACKLOG only, and the archiver trims it back to
+# CHAT_HISTORY_MAXLEN after each batch it wrote, never past an entry it has not taken: the
+# group's oldest pending entry, or the first it has not read. Only when a stream is a
+# hundred entries over, so that the read of where MAXLEN falls is paid once per hundred.
+# KEYS: stream, trimmed flag   ARGV: maxlen, group   Returns the entries removed.
+ARCHIVE_TRIM_LUA = """
+local maxlen = tonumber(ARGV[1])
+if redis.call('XLEN', KEYS[1]) <= maxlen + 100 then return 0 end
+local keep = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', maxlen)
+local cut = keep[#keep][1]
+local limit
+local pending = redis.call('XPENDING', KEYS[1], ARGV[2])
+if pending[1] > 0 then
+  limit = pending[2]
+else
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local name, delivered
+    for i = 1, #group, 2 do
+      if group[i] == 'name' then name = group[i + 1] end
+      if group[i] == 'last-delivered-id' then delivered = group[i + 1] end
+    end
+    if name == ARGV[2] then
+      local ms, seq = string.match(delivered, '^(%d+)-(%d+)$')
+      limit = ms .. '-' .. (tonumber(seq) + 1)
+    end
+  end
+end
+if not limit then return 0 end
+local lm, ls = string.match(limit, '^(%d+)-(%d+)$')
+local cm, cs = string.match(cut, '^(%d+)-(%d+)$')
+if tonumber(lm) < tonumber(cm) or (lm == cm and tonumber(ls) < tonumber(cs)) then cut = limit end
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', cut)
+if removed > 0 then redis.call('SET', KEYS[2], '1') end
+return removed
+"""
+
 # One change of a stored message (edit, delete, react), as one entry of the room's stream
 # stored and published in one step like a message, so changes keep G1's order among the
 # messages, and `since` and catch-up replay them. The message's latest state goes to the
@@ -341,12 +378,14 @@ end
 """
 
 # A page of REST history: the newest ARGV[3] messages below ARGV[2], with their states, in
-# one step so that no change falls between the two reads. False when the room does not exist.
+# one step so that no change falls between the two reads, and the stream's oldest entry (where
+# an archive takes over). False when the room does not exist.
 # KEYS: rooms, stream, state   ARGV: room, top ('+' or '(' .. id), count
 HISTORY_LUA = _IS_MESSAGE + _NEWEST_MESSAGES + """
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return false end
 local entries = newest_messages(KEYS[2], ARGV[2], tonumber(ARGV[3]))
-return {entries, states_of(KEYS[3], entries)}
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+return {entries, states_of(KEYS[3], entries), oldest and oldest[1] or false}
 """
 
 # A join in one step: create the room if the deployment has room for it (CHAT_MAX_ROOMS,

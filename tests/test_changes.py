@@ -109,12 +109,12 @@ async def test_later_readers_see_the_latest_state(cluster, room):
     await alice.change("edit", room, m1, text="first, edited", client_id="e1")
     await alice.change("edit", room, m2, text="still hunter2 oops", client_id="e2")
     await bob.change("react", room, m1, emoji="👍", on=True, client_id="r1")
+    await bob.until(lambda f: f["type"] == "ack" and f["client_id"] == "r1")  # Bob's first: the users' order
     await alice.change("react", room, m1, emoji="👍", on=True, client_id="r2")
     await alice.change("react", room, m3, emoji="❤️", on=True, client_id="r3")
     await alice.change("delete", room, m2, client_id="d1")
     for cid in ("e1", "e2", "r3", "d1"):
         await alice.until(lambda f, cid=cid: f["type"] == "ack" and f["client_id"] == cid)
-    await bob.until(lambda f: f["type"] == "ack" and f["client_id"] == "r1")
 
     def check(messages: list[dict]) -> None:
         assert [m["id"] for m in messages] == [m1, m3]

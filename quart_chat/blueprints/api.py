@@ -12,7 +12,7 @@ from ..broker import Unavailable
 from ..chat import get_chat
 from ..fastpath import STATUS as OUTBOUND
 from ..fdlimit import health_fields
-from ..history import parse_page_args, parse_rooms_args
+from ..history import parse_page_args, parse_rooms_args, parse_search_args
 from ..protocol import ProtocolError, dumps, validate_room
 from ..wire import DirectOutbox
 
@@ -113,6 +113,27 @@ async def history(name: str) -> Response | tuple[Response, int]:
     messages, has_more = page
     # Stored messages are already JSON: splice them in rather than decode and re-encode.
     body = f'{{"room":{dumps(room)},"messages":[{",".join(messages)}],"has_more":{dumps(has_more)}}}'
+    return Response(body, content_type="application/json")
+
+
+@bp.get("/rooms/<name>/search")
+async def search(name: str) -> Response | tuple[Response, int]:
+    """Messages of a room matching ``q``, newest first, from the archive (docs/archive.md);
+    page on with ``before`` = the answer's ``next``. 501 without an archive."""
+    room = validate_room(name)
+    if refused := _forbidden(room):
+        return refused
+    query, limit, before = parse_search_args(request.args)
+    broker = get_chat().broker
+    if broker.archive is None:
+        return _error(501, "not_implemented", "search needs the archive: set CHAT_ARCHIVE_URL (docs/archive.md)")
+    if broker.archiver is None or not broker.archiver.ready:
+        return _error(503, "unavailable", "the archive is not reachable yet")
+    found = await broker.search(room, query, limit, before)
+    if found is None:
+        return _error(404, "not_found", f"no room named {room!r}")
+    results, following = found
+    body = f'{{"room":{dumps(room)},"results":[{",".join(results)}],"next":{dumps(following)}}}'
     return Response(body, content_type="application/json")
 
 

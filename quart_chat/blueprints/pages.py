@@ -12,4 +12,5 @@ async def index() -> str:
     """Serve the single-page chat client."""
     settings = get_chat().settings
     # The page reads the limits it enforces from here, never from a copy of its own.
-    return await render_template("index.html", max_text=settings.max_text, max_frame=settings.max_frame)
+    return await render_template("index.html", max_text=settings.max_text, max_frame=settings.max_frame,
+                                 archive=1 if settings.archive_url else 0)
