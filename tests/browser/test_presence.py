@@ -12,6 +12,7 @@ a message's `.text` (whose textContent stays the text), `.mentions-me` on a `.me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -203,12 +204,10 @@ async def test_a_mention_while_hidden_notifies_after_the_user_allowed_it(cluster
         await bo.close()
 
 
-async def test_axe_and_the_presence_screenshot(make_cluster, browser):
-    """docs/presence.png: the typing line, a New messages line and a mention, with fixed
-    names and texts; axe over that state. UPDATE_DOCS_SCREENSHOT=1 copies it to docs/."""
-    require_axe()
-    audit = Audit()
-    c = make_cluster(1)
+@contextlib.asynccontextmanager
+async def presence_state(c, browser, audit, label: str, **context):
+    """Ana's page with Leo typing, a New messages line and a mention of her, fixed names and
+    texts, audited by axe on the way; Maya and Leo stay in the room meanwhile."""
     room, elsewhere = "launch", "random"
     maya = await ChatClient.connect(c[0].ws_url)
     leo = await ChatClient.connect(c[0].ws_url)
@@ -218,8 +217,7 @@ async def test_axe_and_the_presence_screenshot(make_cluster, browser):
         await maya.say(room, "Release candidate 2.4 is on staging")
         await leo.say(room, "Smoke tests are green")
         await maya.messages(2)
-        page, _ = await browser.open(c[0].http_url + "/", label="ana", viewport={"width": 1100, "height": 700},
-                                     locale="en-GB")
+        page, _ = await browser.open(c[0].http_url + "/", label=label, **context)
         await join(page, room, "Ana")
         await expect(page.locator(MESSAGES)).to_have_count(2)
         await send(page, "Changelog is fixed")
@@ -229,7 +227,7 @@ async def test_axe_and_the_presence_screenshot(make_cluster, browser):
         await leo.say(room, "Then we ship at 10:00")
         await expect(entry(page, room).locator(".mentioned")).to_have_text("@1")
         await expect(entry(page, room).locator(".unread")).to_have_text("2")
-        await audit(page, "a room with an unread mention")
+        await audit(page, f"{label}: a room with an unread mention")
         await entry(page, room).click()
         await expect(page.locator(".new-messages")).to_be_visible()
         await leo.send({"type": "typing", "room": room})
@@ -237,13 +235,43 @@ async def test_axe_and_the_presence_screenshot(make_cluster, browser):
         mention = msg(page, "@Ana can you write the migration note?")
         await expect(mention).to_have_class(re.compile(r"\bmentions-me\b"))
         assert await mention.locator(".text").text_content() == "@Ana can you write the migration note?"
-        await audit(page, "typing, a new-messages line and a mention")
-        await page.locator("#message").focus()
-        await settle(0.3)
-        path = await browser.shot(page, "presence")
-        if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
-            shutil.copyfile(path, ROOT / "docs" / "presence.png")
-        audit.check()
+        await audit(page, f"{label}: typing, a new-messages line and a mention")
+        yield page
     finally:
         await maya.close()
         await leo.close()
+
+
+async def test_axe_and_the_presence_screenshot(make_cluster, browser):
+    """docs/presence.png: the typing line, a New messages line and a mention, with fixed
+    names and texts; axe over that state. UPDATE_DOCS_SCREENSHOT=1 copies it to docs/."""
+    require_axe()
+    audit = Audit()
+    async with presence_state(make_cluster(1), browser, audit, "ana", viewport={"width": 1100, "height": 700},
+                              locale="en-GB") as page:
+        await page.locator("#message").focus()
+        await settle(0.3)
+        path = await browser.shot(page, "presence")
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
+        shutil.copyfile(path, ROOT / "docs" / "presence.png")
+    audit.check()
+
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+VARIANTS = {
+    "desktop-dark": {"viewport": {"width": 1280, "height": 800}, "color_scheme": "dark"},
+    "phone": PHONE,
+    "phone-dark": {**PHONE, "color_scheme": "dark"},
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+async def test_axe_finds_nothing_in_the_presence_states(make_cluster, browser, variant):
+    """The same states in the dark colour scheme and on a phone."""
+    require_axe()
+    audit = Audit()
+    async with presence_state(make_cluster(1), browser, audit, variant, **VARIANTS[variant]) as page:
+        await browser.shot(page, variant)
+    # Leo left (his connection closed): his line goes at once, well before its 5 s.
+    await expect(page.locator("#typing")).to_have_text("", timeout=2_000)
+    audit.check()

@@ -125,6 +125,35 @@ async def test_search_finds_a_message_and_shows_it_in_context(make_cluster, pg_u
         await sam.close()
 
 
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+VARIANTS = {
+    "desktop-dark": {"viewport": {"width": 1280, "height": 800}, "color_scheme": "dark"},
+    "phone": PHONE,
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+async def test_axe_finds_nothing_with_results_open(make_cluster, pg_url, room, browser, variant):
+    require_axe()
+    audit = Audit()
+    c = make_cluster(1, env={"CHAT_ARCHIVE_URL": pg_url})
+    sam = await ChatClient.connect(c[0].ws_url)
+    try:
+        await sam.join(room, "Sam")
+        await send_all(sam, room, ["deploy on friday", "the deploy went fine", "lunch?"])
+        await searchable(c[0].http_url, room, "deploy", 2)
+        page, _ = await browser.open(c[0].http_url + "/", label=variant, **VARIANTS[variant])
+        await join(page, room, "Al")
+        await page.locator("#search").fill("deploy")
+        await page.locator("#search").press("Enter")
+        await expect(page.locator("#search-results .search-result")).to_have_count(2)
+        await audit(page, f"{variant}: search results open")
+        await browser.shot(page, variant)
+        audit.check()
+    finally:
+        await sam.close()
+
+
 async def test_no_archive_no_search_box(cluster, room, browser):
     page, _ = await browser.open(cluster[0].http_url + "/", label="al")
     assert await page.evaluate("() => document.body.dataset.archive") == "0", "the server says it has none"

@@ -160,6 +160,7 @@ function onMemberEvent(f, joined) {
   if (!room || !room.wanted || typeof f.user !== 'string') return;
   const changed = joined ? memberJoined(room, f.user) : memberLeft(room, f.user);
   if (!changed) return;
+  if (!joined) typingStopped(room.name, f.user);
   addNotice(room, f.user + (joined ? ' joined' : ' left'), joined ? 'join' : 'leave', f.ts);
   if (rooms.active === room.name) {
     renderMembers();
