@@ -23,6 +23,14 @@ from client import id_key
 
 MESSAGES = "#messages .message[data-id]"
 
+# The other looks a state is audited in (the light desktop is the tests' default).
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+DARK_AND_PHONE = {
+    "desktop-dark": {"viewport": {"width": 1280, "height": 800}, "color_scheme": "dark"},
+    "phone": PHONE,
+    "phone-dark": {**PHONE, "color_scheme": "dark"},
+}
+
 WS_SPY = r"""
 (() => {
   const T = window.__ws = {

@@ -24,7 +24,7 @@ except ImportError:  # the `browser` fixture skips (fails when CI=true) and says
 
 from a11y import Audit, require_axe
 from client import ChatClient, get_json
-from pagekit import MESSAGES, assert_in_id_order, join, shown
+from pagekit import DARK_AND_PHONE, MESSAGES, assert_in_id_order, join, shown
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -55,17 +55,23 @@ async def searchable(base: str, room: str, q: str, count: int, timeout: float = 
         await asyncio.sleep(0.2)
 
 
+async def archived_room(make_cluster, pg_url, room, texts: list[str], finds: dict[str, int]):
+    """An instance with an archive, Sam's client, and the ids of the ``texts`` he sent to
+    ``room``, once each search in ``finds`` finds that many."""
+    c = make_cluster(1, env={"CHAT_ARCHIVE_URL": pg_url})
+    sam = await ChatClient.connect(c[0].ws_url)
+    await sam.join(room, "Sam")
+    ids = await send_all(sam, room, texts)
+    for q, count in finds.items():
+        await searchable(c[0].http_url, room, q, count)
+    return c, sam, ids
+
+
 async def test_search_finds_a_message_and_shows_it_in_context(make_cluster, pg_url, room, browser):
     require_axe()
     audit = Audit()
-    c = make_cluster(1, env={"CHAT_ARCHIVE_URL": pg_url})
-    sam = await ChatClient.connect(c[0].ws_url)
+    c, sam, ids = await archived_room(make_cluster, pg_url, room, TEXTS, {"zebra": 1, "update": 25})
     try:
-        await sam.join(room, "Sam")
-        ids = await send_all(sam, room, TEXTS)
-        await searchable(c[0].http_url, room, "zebra", 1)
-        await searchable(c[0].http_url, room, "update", 25)
-
         page, _ = await browser.open(c[0].http_url + "/", label="al", viewport={"width": 1100, "height": 700})
         assert await page.evaluate("() => document.body.dataset.archive") == "1"
         await join(page, room, "Al")
@@ -125,23 +131,16 @@ async def test_search_finds_a_message_and_shows_it_in_context(make_cluster, pg_u
         await sam.close()
 
 
-PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
-VARIANTS = {
-    "desktop-dark": {"viewport": {"width": 1280, "height": 800}, "color_scheme": "dark"},
-    "phone": PHONE,
-}
+VARIANTS = {k: v for k, v in DARK_AND_PHONE.items() if k != "phone-dark"}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 async def test_axe_finds_nothing_with_results_open(make_cluster, pg_url, room, browser, variant):
     require_axe()
     audit = Audit()
-    c = make_cluster(1, env={"CHAT_ARCHIVE_URL": pg_url})
-    sam = await ChatClient.connect(c[0].ws_url)
+    c, sam, _ = await archived_room(make_cluster, pg_url, room, ["deploy on friday", "the deploy went fine", "lunch?"],
+                                 {"deploy": 2})
     try:
-        await sam.join(room, "Sam")
-        await send_all(sam, room, ["deploy on friday", "the deploy went fine", "lunch?"])
-        await searchable(c[0].http_url, room, "deploy", 2)
         page, _ = await browser.open(c[0].http_url + "/", label=variant, **VARIANTS[variant])
         await join(page, room, "Al")
         await page.locator("#search").fill("deploy")
