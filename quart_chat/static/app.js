@@ -1,8 +1,9 @@
 // quart_chat browser client: the entry module. ES modules, no build step, no inline code
 // (strict CSP). It wires the page's controls and the connection to the modules in js/,
 // each of which owns one part of the page's state (each says which in its first lines).
-// The pure ones (frames, backoff, ids, limits, days, order, pending, storage, token) touch
-// no DOM and are unit-tested by Node: node --test tests/js/
+// The pure ones (frames, backoff, ids, limits, days, order, pending, storage, token, life,
+// typing, unread, readbatch, mentions, searchterms) touch no DOM and are unit-tested by
+// Node: node --test tests/js/
 
 import { dropChanges, editLastOwn, wireActions } from './js/actions.js';
 import { autoGrow, onSend, readLimits } from './js/composer.js';
