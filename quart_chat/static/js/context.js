@@ -60,7 +60,7 @@ async function loadAround(room, id) {
       say('That message is too far back to show here');
       return;
     }
-    for (const m of [...got, ...between]) addMessage(room, m, { live: false, countUnread: false, rest: true });
+    for (const m of [...got, ...between]) addMessage(room, m, { live: false, rest: true });
     if (firstMessageId(room.entries) === got[0].id) room.hasMore = around.hasMore;
     recount(room);
     if (activeRoom() === room) {

@@ -68,7 +68,7 @@ export async function loadOlder(roomArg, auto) {
     const stick = isActive && atBottom();
     const prevHeight = s.scrollHeight;
     const prevTop = s.scrollTop;
-    for (const m of page.messages) addMessage(room, m, { live: false, countUnread: false, rest: true });
+    for (const m of page.messages) addMessage(room, m, { live: false, rest: true });
     room.hasMore = page.hasMore;
     recount(room);
     if (isActive && rooms.active === room.name) {

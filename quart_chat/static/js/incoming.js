@@ -88,13 +88,14 @@ function onJoined(f) {
   // Our own messages in the history were stored: nothing to resend for them.
   for (const m of history) if (m && m.client_id) resolvePending(m.client_id);
   if (!rejoin && !restored) {
-    addMessages(room, history, { live: true, countUnread: false, forceBottom: true });
+    addMessages(room, history, { live: true, forceBottom: true });
     if (!history.length) room.hasMore = false;
     addNotice(room, 'You joined #' + room.name, 'self', Date.now());
     if (isActive) scrollToBottom();
   } else {
-    // Back after a drop or a reload: what arrived since the last id seen is new (unread).
-    addMessages(room, history, { live: true, countUnread: true, forceBottom: restored, announce: true });
+    // Back after a drop or a reload: what arrived since the last id seen is new (unread
+    // when it is after the marker).
+    addMessages(room, history, { live: true, forceBottom: restored, announce: true });
     if (restored && messageCount(room.entries) < HISTORY_PAGE && room.restoreFrom !== '0-0') loadOlder(room, true);
     else if (restored && room.restoreFrom === '0-0') room.hasMore = false;
   }
@@ -133,7 +134,7 @@ function onMessage(f) {
   if (!room || !room.wanted) return;
   if (resolvePending(f.client_id)) maybeClearSendToasts();
   if (typeof f.user === 'string') typingStopped(room.name, f.user);
-  if (addMessages(room, [f], { live: true, countUnread: true, animate: true, announce: true })) maybeNotify(room, f);
+  if (addMessages(room, [f], { live: true, animate: true, announce: true })) maybeNotify(room, f);
   if (rooms.active === room.name) updateEmptyState();
 }
 
@@ -149,7 +150,7 @@ function onAck(f) {
       const msg = { id: f.id, room: p.room, user: me.user || currentName(), text: p.text.trim(),
         ts: parseId(f.id)[0], client_id: cid };
       if (p.replyTo) msg.reply_to = p.replyTo;
-      addMessages(room, [msg], { live: true, countUnread: false, animate: true, local: true });
+      addMessages(room, [msg], { live: true, animate: true, local: true });
     }
   }
   if (resolvePending(cid)) maybeClearSendToasts();

@@ -226,8 +226,9 @@ export function addNotice(room, text, cls, ts) {
 }
 
 // Many messages at once, with the active room's scrolling and announcing done once.
-// opts: live (arrived now: offer "New messages" when the view is scrolled up), countUnread,
-// forceBottom, announce, animate, local, rest (as addMessage).
+// opts: live (arrived now: offer "New messages" when the view is scrolled up), forceBottom,
+// announce, animate, local, rest (as addMessage). What is unread follows from the read
+// marker (readmarks.js), whatever the source.
 export function addMessages(room, list, opts) {
   const isActive = rooms.active === room.name;
   const stick = isActive && (atBottom() || opts.forceBottom);
