@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from .archive import Archive, ArchiveDown
 from .archiver import Archiver
+from .batch import ScriptBatch
 from .codes import ErrorCode
 from .config import Settings
 from .history import change_target, has_gap, latest
@@ -144,7 +145,7 @@ class Broker:
         self._append = self.redis.register_script(APPEND_LUA)
         self._change = self.redis.register_script(CHANGE_LUA)
         self._history = self.redis.register_script(HISTORY_LUA)
-        self._join = self.redis.register_script(JOIN_LUA)
+        self._join = ScriptBatch(self.redis, self.redis.register_script(JOIN_LUA))
         self._read = self.redis.register_script(READ_LUA)
         self.subscriber = Subscriber(settings.redis_url, hub, self.redis)
         # The archive (docs/archive.md): with it, a stream may hold a backlog the archiver
@@ -278,10 +279,11 @@ class Broker:
         cutoff = now_ms() - int(s.dead_after_seconds * 1000)
         try:
             async with asyncio.timeout(JOIN_TIMEOUT):
+                # A burst of joins goes to Redis as one pipeline (batch.py).
                 reply = await self._join(
-                    keys=[ROOMS, members_key(room), node_rooms_key(self.node), history_key(room), trimmed_key(room),
-                          INSTANCES, ACTIVITY, NOTIFICATIONS, state_key(room), read_key(room)],
-                    args=[room, key, user, s.max_rooms, mode, arg, cutoff, dumps(user), dumps(key), self._origin])
+                    [ROOMS, members_key(room), node_rooms_key(self.node), history_key(room), trimmed_key(room),
+                     INSTANCES, ACTIVITY, NOTIFICATIONS, state_key(room), read_key(room)],
+                    [room, key, user, s.max_rooms, mode, arg, cutoff, dumps(user), dumps(key), self._origin])
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
         self.presence.orphans.pop((room, key), None)  # an earlier failed join of it is healed
