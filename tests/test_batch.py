@@ -9,8 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from cluster import RedisProcess
 from quart_chat.batch import IN_FLIGHT, ScriptBatch
+
+from cluster import RedisProcess
 
 pytestmark = pytest.mark.timeout(30)
 
