@@ -35,6 +35,7 @@ from .protocol import (
     format_stream_id,
     is_change,
     parse_stream_id,
+    word_map,
 )
 from .rooms import Hub
 from .store import (
@@ -213,7 +214,7 @@ class Broker:
         keys = [history_key(room), trimmed_key(room), MESSAGES,
                 "" if client_id is None else sent_key(room, user, client_id), ACTIVITY, members_key(room)]
         args = [self._cap, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
-                reply_to or "", author or "", text if "@" in text else ""]
+                reply_to or "", author or "", *((text, word_map(text)) if "@" in text else ("", ""))]
         return await self._store(self._append, keys, args)
 
     async def change(self, user: str, author: str | None, cmd: Change) -> Sent:
@@ -329,9 +330,9 @@ class Broker:
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
 
-    async def typing(self, room: str, user: str, key: str) -> None:
+    async def typing(self, room: str, user: str) -> None:
         """Tell the room's other members, on every instance, that ``user`` is typing (never stored)."""
-        event = {"type": "typing", "room": room, "user": user, "session": key}
+        event = {"type": "typing", "room": room, "user": user}
         try:
             await self.redis.publish(NOTIFICATIONS, f"{dumps(event)[:-1]},\"origin\":{self._origin}}}")
         except UNREACHABLE as err:

@@ -193,6 +193,13 @@ def validate_text(value: Any, max_text: int) -> str:
     return text
 
 
+def word_map(text: str) -> str:
+    """One character per UTF-8 byte of ``text``: ``w`` where a character that may continue a
+    name (a letter or digit of any script, or ``_``) starts, ``.`` elsewhere. The append
+    script reads it to tell ``@Al`` in "@Al, hi" or "@Al—ok" (a mention) from "@Alice"."""
+    return "".join(("w" if c.isalnum() or c == "_" else ".") + "." * (len(c.encode()) - 1) for c in text)
+
+
 # ---------------------------------------------------------------- parsing
 def decode_json(raw: str | bytes) -> Any:
     """Decode a frame's JSON, raising ``bad_json`` on anything that is not JSON."""

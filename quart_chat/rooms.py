@@ -162,6 +162,15 @@ class Hub:
             if receiver.key != skip:
                 receiver.deliver(frame)
 
+    def notify_others(self, name: str, user: str | None, frame: str) -> None:
+        """Send an event to the room's joined members but ``user``'s connections."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        for receiver in (*room.live, *room.catching):
+            if receiver.user != user:
+                receiver.deliver(frame)
+
     def notify_user(self, name: str, user: str | None, frame: str, skip: str | None = None) -> None:
         """Send an event to the connections of ``user`` among the room's joined members,
         except the connection ``skip``."""

@@ -191,7 +191,7 @@ class Session:
             return  # throttled: the others were told less than TYPING_EVERY ago
         sent[cmd.room] = at
         try:
-            await self._broker.typing(cmd.room, self.user, self.key)
+            await self._broker.typing(cmd.room, self.user)
         except Unavailable:
             pass  # a hint, not a message: nothing to report or retry
 

@@ -137,7 +137,7 @@ local function is_message(entry) return string.sub(entry[2][2], 1, 8) ~= '{"type
 # The origin goes last in the payload so that subscribers can cut it off without parsing.
 # KEYS: stream, trimmed flag, channel, sent key ('' for none), activity, members
 # ARGV: maxlen, data JSON, origin JSON, deadline ms, dedupe seconds, room, reply_to id or '',
-#       author or '', the text when it has an '@' (else '')
+#       author or '', the text when it has an '@' (else ''), its word map (protocol.word_map)
 APPEND_LUA = _NOW + _IS_MESSAGE + """
 if now > tonumber(ARGV[4]) then return false end
 if KEYS[4] ~= '' then
@@ -158,9 +158,9 @@ if ARGV[9] ~= '' then
       while true do
         local i, j = string.find(text, '@' .. name, from, true)
         if not i then break end
-        local after = string.byte(text, j + 1)
-        -- ASCII letters, digits and _ continue a name, and so does any byte of a non-ASCII character
-        if not after or (after < 128 and not string.match(string.char(after), '[%w_]')) then
+        -- ARGV[10] says, for each byte of the text, whether a character that continues a name
+        -- (a letter, digit or _, in any script: Python knows Unicode, Lua does not) starts there
+        if string.sub(ARGV[10], j + 1, j + 1) ~= 'w' then
           found[#found + 1] = name
           break
         end

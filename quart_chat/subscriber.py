@@ -166,7 +166,8 @@ def on_notification(hub: Hub, payload: str) -> None:
         log.error("ignoring a malformed payload on %s: %.200s", NOTIFICATIONS, payload)
         return
     if kind == "typing":
-        hub.notify_room(room, dumps({"type": kind, "room": room, "user": event.get("user")}), skip=event.get("session"))
+        user = event.get("user")
+        hub.notify_others(room, user, dumps({"type": kind, "room": room, "user": user}))  # not to the typer's tabs
         return
     if kind == "read":
         hub.notify_user(room, event.get("user"), dumps({"type": kind, "room": room, "id": event.get("id")}),

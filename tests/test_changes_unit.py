@@ -103,3 +103,11 @@ def test_typing_and_read_frames_parse():
     assert refusal({"type": "typing"}) == ("bad_request", "typing")
     assert refusal({"type": "read", "room": "r", "id": 7}) == ("bad_request", "read")
     assert refusal({"type": "read", "room": "r r", "id": "1-0"}) == ("invalid_room", "read")
+
+
+def test_word_map_marks_where_name_characters_start():
+    from quart_chat.protocol import word_map
+
+    assert word_map("@Al, hi") == ".ww..ww"
+    assert word_map("é—_") == "w." + "..." + "w"  # é is 2 bytes, the dash 3
+    assert len(word_map("@Bob—then 🎉")) == len("@Bob—then 🎉".encode())

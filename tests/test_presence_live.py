@@ -32,8 +32,16 @@ async def test_typing_reaches_the_room_on_every_instance_throttled(cluster, room
         await asyncio.sleep(0.05)
     got = [f for f in await bob.quiet(0.5) if f["type"] == "typing"]
     assert 1 <= len(got) <= 2
-    # Never to the typist itself, never to another room, never stored, never an error.
+    # Never to the typist, nor to the typist's other tabs, never to another room, never
+    # stored, never an error.
+    alice_tab = await ChatClient.connect(cluster[2].ws_url)
+    await alice_tab.join(room, "Alice")
+    await alice.send({"type": "typing", "room": room})  # throttled or not: nothing for Alice's tabs
+    await asyncio.sleep(2.1)
+    await alice.send({"type": "typing", "room": room})
+    assert (await carol.expect("typing", timeout=2))["user"] == "Alice"
     assert [f for f in await alice.quiet(0.2) if f["type"] in ("typing", "error")] == []
+    assert [f for f in await alice_tab.quiet(0.2) if f["type"] == "typing"] == []
     assert [f for f in await other.quiet(0.2) if f["type"] == "typing"] == []
     r = redis.Redis.from_url(cluster.redis.url)
     try:
@@ -93,6 +101,9 @@ async def test_mentions_name_members(cluster, room):
         ("no at sign at all", None),
         ("@Bob @Bob twice", ["Bob"]),
         ("@Alice, me", ["Alice"]),
+        ("@Bob—then", ["Bob"]),  # a dash is no letter, in any script
+        ("@Bobé is another name", None),  # é is a letter: not Bob
+        ("ask @Mary Ann", ["Mary Ann"]),
     ]
     for text, _ in cases:
         await alice.say(room, text)
