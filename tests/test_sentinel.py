@@ -28,7 +28,7 @@ def sentinels(tmp_path):
     s.close()
 
 
-@pytest.mark.parametrize("wait", [pytest.param(1, marks=pytest.mark.per_version), 0],
+@pytest.mark.parametrize("wait", [1, 0],
                          ids=["durable-acks", "plain-acks"])
 async def test_failover_loses_nothing_acked_durable(sentinels, tmp_path, room, wait):
     """Without CHAT_REDIS_WAIT_REPLICAS an acked message can be lost with the primary (async
