@@ -104,10 +104,12 @@ async def test_failover_loses_nothing_acked_durable(sentinels, tmp_path, room, w
         for inst in instances:
             assert inst.health_status() == 200
     finally:
-        for who in watchers:
-            await who.stop()
-        for inst in instances:
-            await asyncio.to_thread(inst.stop)
+        try:
+            for who in watchers:
+                await who.stop()
+        finally:  # the instances stop whatever a watcher's stop did
+            for inst in instances:
+                await asyncio.to_thread(inst.stop)
 
 
 def test_check_finds_the_primary_through_the_sentinels(sentinels):
