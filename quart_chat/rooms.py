@@ -153,31 +153,26 @@ class Hub:
                 return
             await asyncio.sleep(0.02)
 
+    def joined(self, name: str) -> tuple[Receiver, ...]:
+        """The room's joined members on this instance (live or catching up), not the joining."""
+        room = self.rooms.get(name)
+        return () if room is None else (*room.live, *room.catching)
+
     def notify_room(self, name: str, frame: str, skip: str | None = None) -> None:
         """Send a member event to the room's joined members, except the connection ``skip``."""
-        room = self.rooms.get(name)
-        if room is None:
-            return
-        for receiver in (*room.live, *room.catching):
+        for receiver in self.joined(name):
             if receiver.key != skip:
                 receiver.deliver(frame)
 
     def notify_others(self, name: str, user: str | None, frame: str) -> None:
         """Send an event to the room's joined members but ``user``'s connections."""
-        room = self.rooms.get(name)
-        if room is None:
-            return
-        for receiver in (*room.live, *room.catching):
+        for receiver in self.joined(name):
             if receiver.user != user:
                 receiver.deliver(frame)
 
     def notify_user(self, name: str, user: str | None, frame: str, skip: str | None = None) -> None:
-        """Send an event to the connections of ``user`` among the room's joined members,
-        except the connection ``skip``."""
-        room = self.rooms.get(name)
-        if room is None:
-            return
-        for receiver in (*room.live, *room.catching):
+        """Send an event to ``user``'s connections among the room's joined members, except ``skip``."""
+        for receiver in self.joined(name):
             if receiver.user == user and receiver.key != skip:
                 receiver.deliver(frame)
 
