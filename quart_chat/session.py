@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 ROOMS_PER_CONNECTION = 100
 JOIN_WINDOW = 10.0
 # At most one `typing` per connection and room is forwarded in this many seconds; the rest
-# are dropped without a word (docs/protocol.md, "Presence").
+# are dropped without a word (docs/protocol.md, "Frames from the client").
 TYPING_EVERY = 2.0
 _ids = itertools.count(1)
 
@@ -179,10 +179,15 @@ class Session:
         if cmd.client_id is not None:
             self.deliver(encode_ack(cmd.client_id, sent.id, sent.durable))
 
-    async def _typing(self, cmd: Typing) -> None:
-        if cmd.room not in self.rooms:
-            raise ProtocolError(ErrorCode.NOT_JOINED, f"join room {cmd.room!r} first", "typing")
+    def _in_room(self, room: str, ref: str) -> str:
+        """The user, if ``room`` is joined (else ``not_joined`` for the frame ``ref``)."""
+        if room not in self.rooms:
+            raise ProtocolError(ErrorCode.NOT_JOINED, f"join room {room!r} first", ref)
         assert self.user is not None  # joined rooms imply a name
+        return self.user
+
+    async def _typing(self, cmd: Typing) -> None:
+        user = self._in_room(cmd.room, "typing")
         at = now()
         sent = self.typing_at
         if sent is None:
@@ -191,15 +196,12 @@ class Session:
             return  # throttled: the others were told less than TYPING_EVERY ago
         sent[cmd.room] = at
         try:
-            await self._broker.typing(cmd.room, self.user)
+            await self._broker.typing(cmd.room, user)
         except Unavailable:
             pass  # a hint, not a message: nothing to report or retry
 
     async def _read(self, cmd: Read) -> None:
-        if cmd.room not in self.rooms:
-            raise ProtocolError(ErrorCode.NOT_JOINED, f"join room {cmd.room!r} first", "read")
-        assert self.user is not None  # joined rooms imply a name
-        await self._broker.read(cmd.room, self.user, self.key, cmd.id)
+        await self._broker.read(cmd.room, self._in_room(cmd.room, "read"), self.key, cmd.id)
 
     async def _join(self, cmd: Join) -> None:
         if self.user is not None and cmd.user is not None and cmd.user != self.user:
