@@ -119,6 +119,12 @@ _CHANGE = """
 INSERT INTO chat_changes (room, ms, seq, kind, target_ms, target_seq, emoji, username, active)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
 """
+# A room's hole moves up only: entries up to gap_upto may be missing from the archive.
+_GAP = """
+INSERT INTO chat_archive_rooms AS r VALUES ($1, $2, $3) ON CONFLICT (room) DO UPDATE SET
+    gap_upto_ms = EXCLUDED.gap_upto_ms, gap_upto_seq = EXCLUDED.gap_upto_seq
+WHERE (r.gap_upto_ms, r.gap_upto_seq) < (EXCLUDED.gap_upto_ms, EXCLUDED.gap_upto_seq)
+"""
 # Rows a reader may see: written whole (a placeholder has no ts yet) and not deleted.
 _VISIBLE = "NOT deleted AND ts IS NOT NULL"
 _COLUMNS = "room, ms, seq, username, body, ts, client_id, reply_to, mentions, edited_ts"
@@ -249,10 +255,7 @@ class Archive:
         """Remember that entries of ``room`` up to ``upto`` may be missing."""
         async with self._conn() as conn:
             await conn.execute(
-                "INSERT INTO chat_archive_rooms AS r VALUES ($1, $2, $3) ON CONFLICT (room) DO UPDATE SET "
-                "gap_upto_ms = EXCLUDED.gap_upto_ms, gap_upto_seq = EXCLUDED.gap_upto_seq "
-                "WHERE (r.gap_upto_ms, r.gap_upto_seq) < (EXCLUDED.gap_upto_ms, EXCLUDED.gap_upto_seq)",
-                room, *upto)
+                _GAP, room, *upto)
 
     async def expire(self, cutoff_ms: int, batch: int = 5000) -> int:
         """Remove messages older than ``cutoff_ms`` (CHAT_ARCHIVE_DAYS), with their reactions
@@ -276,10 +279,7 @@ class Archive:
                         newest[r["room"]] = max(newest.get(r["room"], (0, 0)), (r["ms"], r["seq"]))
                     for room, upto in newest.items():
                         await conn.execute(
-                            "INSERT INTO chat_archive_rooms AS r VALUES ($1, $2, $3) ON CONFLICT (room) DO UPDATE "
-                            "SET gap_upto_ms = EXCLUDED.gap_upto_ms, gap_upto_seq = EXCLUDED.gap_upto_seq "
-                            "WHERE (r.gap_upto_ms, r.gap_upto_seq) < (EXCLUDED.gap_upto_ms, "
-                            "EXCLUDED.gap_upto_seq)", room, *upto)
+                            _GAP, room, *upto)
                     removed += len(gone)
 
     # ------------------------------------------------------------ reading

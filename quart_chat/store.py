@@ -125,6 +125,16 @@ _IS_MESSAGE = """
 local function is_message(entry) return string.sub(entry[2][2], 1, 8) ~= '{"type":' end
 """
 
+# Stream ids compared as (ms, seq) pairs, for the scripts that order ids themselves.
+_OLDER = """
+local function older(a, b)  -- stream ids compared as (ms, seq)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if am ~= bm then return tonumber(am) < tonumber(bm) end
+  return tonumber(as) < tonumber(bs)
+end
+"""
+
 # Append and publish in one atomic step (G1's order), unless the same user already sent
 # this client_id to this room (G8: answer with the first id, store and publish nothing).
 # A script that only runs after its deadline (Redis was frozen, the sender already told
@@ -192,13 +202,7 @@ return {id, 0}
 # every instance hears of it, so every other connection of that user (tabs, devices) follows.
 # Returns the marker kept (false: none, the room has no entry).
 # KEYS: read markers, stream, notifications   ARGV: user, id, room, user JSON, origin JSON, session JSON
-READ_LUA = """
-local function older(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  if am ~= bm then return tonumber(am) < tonumber(bm) end
-  return tonumber(as) < tonumber(bs)
-end
+READ_LUA = _OLDER + """
 local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
 if not newest then return false end
 local id = ARGV[2]
@@ -216,7 +220,7 @@ return id
 # group's oldest pending entry, or the first it has not read. Only when a stream is a
 # hundred entries over, so that the read of where MAXLEN falls is paid once per hundred.
 # KEYS: stream, trimmed flag   ARGV: maxlen, group   Returns the entries removed.
-ARCHIVE_TRIM_LUA = """
+ARCHIVE_TRIM_LUA = _OLDER + """
 local maxlen = tonumber(ARGV[1])
 if redis.call('XLEN', KEYS[1]) <= maxlen + 100 then return 0 end
 local keep = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', maxlen)
@@ -239,9 +243,7 @@ else
   end
 end
 if not limit then return 0 end
-local lm, ls = string.match(limit, '^(%d+)-(%d+)$')
-local cm, cs = string.match(cut, '^(%d+)-(%d+)$')
-if tonumber(lm) < tonumber(cm) or (lm == cm and tonumber(ls) < tonumber(cs)) then cut = limit end
+if older(limit, cut) then cut = limit end
 local removed = redis.call('XTRIM', KEYS[1], 'MINID', cut)
 if removed > 0 then redis.call('SET', KEYS[2], '1') end
 return removed
@@ -259,14 +261,8 @@ return removed
 # ARGV: maxlen, data JSON, origin JSON, deadline ms, dedupe seconds, room, kind
 #       ('edit' | 'delete' | 'react'), message id, author ('' in open mode: the user name
 #       decides), user, text | emoji, edited_ts | on ('1' | '0'), most emoji per message
-CHANGE_LUA = _NOW + _IS_MESSAGE + """
+CHANGE_LUA = _NOW + _IS_MESSAGE + _OLDER + """
 local function ms_of(id) return tonumber(string.match(id, '^%d+')) end
-local function older(a, b)  -- stream ids compared as (ms, seq)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  if am ~= bm then return tonumber(am) < tonumber(bm) end
-  return tonumber(as) < tonumber(bs)
-end
 if now > tonumber(ARGV[4]) then return false end
 if KEYS[4] ~= '' then
   local first = redis.call('GET', KEYS[4])
