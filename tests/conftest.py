@@ -19,6 +19,7 @@ from quart_chat.postgres import Postgres
 from quart_chat.procs import free_port
 
 from cluster import Cluster, RedisProcess
+from redis_cluster import NoRedis7, RedisClusterSet, redis7_cli_binary, redis7_server_binary
 
 _rooms = itertools.count()
 _databases = itertools.count()
@@ -56,6 +57,21 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     yield make
     for c in started:
         c.close()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterSet]:
+    """A real Redis Cluster (Debian's redis-server 7: 3 primaries, 3 replicas, password), for
+    this test alone. Skips without a Redis 7 redis-server and redis-cli; fails so under CI=true."""
+    try:
+        redis7_server_binary()
+        redis7_cli_binary()
+    except NoRedis7 as err:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{err} (CI=true: the Redis Cluster tests must run)", pytrace=False)
+        pytest.skip(str(err))
+    with RedisClusterSet(tmp_path) as c:
+        yield c
 
 
 @pytest.fixture
