@@ -38,36 +38,27 @@ from .protocol import (
     word_map,
 )
 from .rooms import Hub
+from .shards import ShardSubscriber
 from .store import (
-    ACTIVITY,
     APPEND_LUA,
     CHANGE_LUA,
+    CREATE_ROOM_LUA,
     DUPLICATE,
-    EXPIRE_LUA,
     FORBIDDEN,
     HISTORY_LUA,
-    INSTANCES,
     JOIN_LUA,
-    LEAVE_LUA,
-    MESSAGES,
+    JOIN_SHARDED_LUA,
     NOT_FOUND,
-    NOTIFICATIONS,
     POOL_SIZE,
     READ_LUA,
-    ROOMS,
     TOO_MANY_EMOJI,
     UNREACHABLE,
+    Layout,
     Unavailable,
-    history_key,
+    is_cluster_url,
     make_client,
-    members_key,
-    node_rooms_key,
     now_ms,
-    read_key,
-    sent_key,
-    state_index_key,
-    state_key,
-    trimmed_key,
+    sharded,
 )
 from .subscriber import Subscriber
 
@@ -143,19 +134,27 @@ class Broker:
         self.node = f"{settings.instance}#{secrets.token_hex(4)}"
         self._origin = dumps(settings.instance)
         self.redis = make_client(settings.redis_url, socket_timeout=5.0, pool_size=POOL_SIZE)
-        self._append = self.redis.register_script(APPEND_LUA)
-        self._change = self.redis.register_script(CHANGE_LUA)
+        # One Redis, or a cluster: the same scripts, publishing per room there (store.Layout).
+        self.keys = keys = Layout(is_cluster_url(settings.redis_url))
+        room_script = sharded if keys.cluster else (lambda source: source)
+        self._append = self.redis.register_script(room_script(APPEND_LUA))
+        self._change = self.redis.register_script(room_script(CHANGE_LUA))
         self._history = self.redis.register_script(HISTORY_LUA)
-        self._join = ScriptBatch(self.redis, self.redis.register_script(JOIN_LUA))
-        self._read = self.redis.register_script(READ_LUA)
-        self.subscriber = Subscriber(settings.redis_url, hub, self.redis)
+        self._join = ScriptBatch(self.redis, self.redis.register_script(JOIN_SHARDED_LUA if keys.cluster else JOIN_LUA))
+        self._read = self.redis.register_script(room_script(READ_LUA))
+        self._create = self.redis.register_script(CREATE_ROOM_LUA)
+        self._recorded: set[str] = set()  # on a cluster: rooms this node's record names
+        self.subscriber: Subscriber | ShardSubscriber
+        if keys.cluster:
+            self.subscriber = ShardSubscriber(settings.redis_url, hub, self.redis, keys)
+        else:
+            self.subscriber = Subscriber(settings.redis_url, hub, self.redis)
         # The archive (docs/archive.md): with it, a stream may hold a backlog the archiver
         # has not taken yet, and trims it back itself.
         self.archive = Archive(settings.archive_url, settings.archive_language) if settings.archive_url else None
         self.archiver = None if self.archive is None else Archiver(settings, self.redis, self.node, self.archive)
         self._cap = settings.history_maxlen + (settings.archive_backlog if self.archive else 0)
-        self.presence = Presence(settings, self.redis, self.node, self.redis.register_script(LEAVE_LUA),
-                                 self.redis.register_script(EXPIRE_LUA))
+        self.presence = Presence(settings, self.redis, self.node, keys)
         self._tasks: list[asyncio.Task] = []
         self._cleanups: set[asyncio.Task] = set()
         self.stopping = False
@@ -211,8 +210,10 @@ class Broker:
         if reply_to is not None:
             data["reply_to"] = reply_to
         deadline = data["ts"] + self.presence.clock_offset + int(APPEND_BUDGET * 1000)
-        keys = [history_key(room), trimmed_key(room), MESSAGES,
-                "" if client_id is None else sent_key(room, user, client_id), ACTIVITY, members_key(room)]
+        k = self.keys
+        stream = k.history(room)
+        sent = stream if client_id is None else k.sent(room, user, client_id)
+        keys = [stream, k.trimmed(room), k.channel(room), sent, k.activity(room), k.members(room)]
         args = [self._cap, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
                 reply_to or "", author or "", *((text, word_map(text)) if "@" in text else ("", ""))]
         return await self._store(self._append, keys, args)
@@ -234,8 +235,10 @@ class Broker:
             data = {"type": "reaction", "room": room, "id": target, "emoji": cmd.emoji, "user": user, "on": cmd.on}
             kind, value, extra = "react", cmd.emoji, int(cmd.on)
         cid = cmd.client_id
-        keys = [history_key(room), trimmed_key(room), MESSAGES, "" if cid is None else sent_key(room, user, cid),
-                ACTIVITY, state_key(room), state_index_key(room)]
+        k = self.keys
+        stream = k.history(room)
+        keys = [stream, k.trimmed(room), k.channel(room), stream if cid is None else k.sent(room, user, cid),
+                k.activity(room), k.state(room), k.state_index(room)]
         deadline = ts + self.presence.clock_offset + int(APPEND_BUDGET * 1000)
         args = [self._cap, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
                 kind, target, author or "", user, value, extra, MAX_EMOJI_PER_MESSAGE]
@@ -278,13 +281,22 @@ class Broker:
         else:
             mode, arg = "since", format_stream_id(since)
         cutoff = now_ms() - int(s.dead_after_seconds * 1000)
+        k = self.keys
+        members = k.members(room)
+        keys = [k.record(room), members, members if k.cluster else k.node_rooms(self.node), k.history(room),
+                k.trimmed(room), members if k.cluster else k.instances, k.activity(room), k.events(room),
+                k.state(room), k.read(room)]
+        args = [room, key, user, 0 if k.cluster else s.max_rooms, mode, arg, cutoff, dumps(user), dumps(key),
+                self._origin, self.presence.live_nodes]
         try:
             async with asyncio.timeout(JOIN_TIMEOUT):
+                if k.cluster:
+                    await self._on_shard(room)
                 # A burst of joins goes to Redis as one pipeline (batch.py).
-                reply = await self._join(
-                    [ROOMS, members_key(room), node_rooms_key(self.node), history_key(room), trimmed_key(room),
-                     INSTANCES, ACTIVITY, NOTIFICATIONS, state_key(room), read_key(room)],
-                    [room, key, user, s.max_rooms, mode, arg, cutoff, dumps(user), dumps(key), self._origin])
+                reply = await self._join(keys, args)
+                if reply is None and k.cluster and await self._create_room(room):
+                    args[3] = 1  # listed now: the room's shard records it too
+                    reply = await self._join(keys, args)
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
         self.presence.orphans.pop((room, key), None)  # an earlier failed join of it is healed
@@ -319,13 +331,30 @@ class Broker:
                 history, changes = older + history, replays + changes
         return JoinResult(history, last, members, gap, changes, read)
 
+    async def _on_shard(self, room: str) -> None:
+        """On a cluster, before a join: subscribe the room's channel (G2) and name the room in
+        this node's record first, so that the janitor finds the member if this node dies."""
+        if room not in self._recorded:
+            await self.redis.hset(self.keys.node_rooms(self.node), room, 1)
+            self._recorded.add(room)
+        await self.subscriber.ensure(room)  # type: ignore[union-attr]
+
+    async def _create_room(self, room: str) -> bool:
+        """On a cluster: list the room for the whole deployment, within CHAT_MAX_ROOMS, and
+        announce it; False when it would be one too many."""
+        k = self.keys
+        created = await self._create(keys=[k.rooms, k.activity_index],
+                                     args=[room, self.settings.max_rooms, self._origin, k.notifications])
+        return created is not None
+
     async def read(self, room: str, user: str, key: str, upto: str) -> str | None:
         """Move ``user``'s read marker in ``room`` forward to ``upto`` and tell their other
         connections (not ``key``, the one that read); returns the marker kept (None: the
         room has no message)."""
         try:
             async with asyncio.timeout(JOIN_TIMEOUT):
-                return await self._read(keys=[read_key(room), history_key(room), NOTIFICATIONS],
+                k = self.keys
+                return await self._read(keys=[k.read(room), k.history(room), k.events(room)],
                                         args=[user, upto, room, dumps(user), self._origin, dumps(key)])
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
@@ -333,8 +362,12 @@ class Broker:
     async def typing(self, room: str, user: str) -> None:
         """Tell the room's other members, on every instance, that ``user`` is typing (never stored)."""
         event = {"type": "typing", "room": room, "user": user}
+        payload = f"{dumps(event)[:-1]},\"origin\":{self._origin}}}"
         try:
-            await self.redis.publish(NOTIFICATIONS, f"{dumps(event)[:-1]},\"origin\":{self._origin}}}")
+            if self.keys.cluster:
+                await self.redis.execute_command("SPUBLISH", self.keys.events(room), payload)
+            else:
+                await self.redis.publish(self.keys.events(room), payload)
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
 
@@ -363,11 +396,11 @@ class Broker:
         try:
             start = 0
             if after is not None:
-                rank: Any = await self.redis.zrank(ROOMS, after)
+                rank: Any = await self.redis.zrank(self.keys.rooms, after)
                 if rank is None:
                     return None
                 start = rank + 1
-            pairs: Any = await self.redis.zrange(ROOMS, start, start + limit, withscores=True)
+            pairs: Any = await self.redis.zrange(self.keys.rooms, start, start + limit, withscores=True)
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
         page: list[dict[str, Any]] = [{"name": name, "created": int(score)} for name, score in pairs[:limit]]
@@ -380,7 +413,9 @@ class Broker:
         """
         top = "+" if before is None else "(" + format_stream_id(before)
         try:
-            reply = await self._history(keys=[ROOMS, history_key(room), state_key(room)], args=[room, top, limit + 1])
+            k = self.keys
+            reply = await self._history(keys=[k.record(room), k.history(room), k.state(room)],
+                                        args=[room, top, limit + 1])
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err
         if reply is None:
@@ -408,7 +443,7 @@ class Broker:
         """Archive search in ``room`` (None: the room was never created)."""
         assert self.archive is not None
         try:
-            if await self.redis.zscore(ROOMS, room) is None:
+            if await self.redis.zscore(self.keys.rooms, room) is None:
                 return None
         except UNREACHABLE as err:
             raise Unavailable(str(err)) from err

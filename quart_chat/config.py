@@ -66,7 +66,7 @@ def parse_networks(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 
 
 def check_redis_url(raw: str) -> str:
@@ -92,10 +92,15 @@ def check_redis_url(raw: str) -> str:
                 raise ValueError("the path must be /DB, a database number")
         elif scheme.lower() == "unix" and not parts.path:
             raise ValueError("no socket path")
+        elif scheme.lower() == "redis+cluster":
+            from .store import parse_cluster_url
+
+            parse_cluster_url(raw)
     except ValueError as err:
         # urlsplit's own messages may quote the URL; say what is wrong in our words only.
-        detail = str(err) if str(err) in ("no host", "no socket path", "the path must be /DB, a database number") \
-            else "its port must be a number"
+        known = ("no host", "no socket path", "the path must be /DB, a database number",
+                 "a cluster has no database number: no path after the nodes")
+        detail = str(err) if str(err) in known else "its port must be a number"
         raise SettingsError(f"REDIS_URL is not a usable {scheme.lower()}:// URL: {detail}") from None
     return raw
 
@@ -213,7 +218,18 @@ class Settings:
         )
         if settings.auth == "token":
             check_token_key(settings)
+        check_cluster(settings)
         return settings
+
+
+def check_cluster(settings: Settings) -> None:
+    """Refuse what a Redis Cluster deployment does not do yet (docs/deploying.md, "Redis Cluster")."""
+    if not settings.redis_url.lower().startswith("redis+cluster://"):
+        return
+    if settings.redis_wait_replicas:
+        raise SettingsError("CHAT_REDIS_WAIT_REPLICAS is not supported with a redis+cluster:// REDIS_URL yet")
+    if settings.archive_url:
+        raise SettingsError("CHAT_ARCHIVE_URL is not supported with a redis+cluster:// REDIS_URL yet")
 
 
 def check_archive_url(url: str) -> str:

@@ -21,20 +21,15 @@ from redis.exceptions import RedisError
 from .config import Settings
 from .protocol import dumps
 from .store import (
-    ACTIVITY,
-    INSTANCES,
-    NOTIFICATIONS,
-    ROOMS,
+    EXPIRE_LUA,
+    EXPIRE_SHARD_LUA,
+    LEAVE_LUA,
+    REMOVE_ROOM_LUA,
     UNREACHABLE,
-    history_key,
-    members_key,
-    node_rooms_key,
+    Layout,
     now_ms,
-    read_key,
-    state_index_key,
-    state_key,
+    sharded,
     stop_if_cancelled,
-    trimmed_key,
 )
 
 log = logging.getLogger("quart_chat.presence")
@@ -46,12 +41,16 @@ JANITOR_EVERY = 10.0
 class Presence:
     """Members in Redis: this node's joins and leaves, and the clean-up of everyone's."""
 
-    def __init__(self, settings: Settings, redis: Any, node: str, leave_script: Any, expire_script: Any) -> None:
+    def __init__(self, settings: Settings, redis: Any, node: str, keys: Layout) -> None:
         self.settings = settings
         self.redis = redis
         self.node = node
-        self._leave = leave_script
-        self._expire = expire_script
+        self.keys = keys
+        self._leave = redis.register_script(sharded(LEAVE_LUA) if keys.cluster else LEAVE_LUA)
+        self._expire = redis.register_script(EXPIRE_SHARD_LUA if keys.cluster else EXPIRE_LUA)
+        self._remove_room = redis.register_script(REMOVE_ROOM_LUA)
+        # On a cluster the join script cannot read the live nodes: they come from here ('|' between).
+        self.live_nodes = node
         self._origin = dumps(settings.instance)
         # Redis clock minus ours, in ms, measured by the heartbeat (deadlines are Redis time).
         self.clock_offset = 0
@@ -69,8 +68,22 @@ class Presence:
     async def remove(self, room: str, field: str, user: str, client: Any = None) -> None:
         """Remove one member (of any node) and announce ``user_left`` if it was the name's last."""
         node = field.partition("|")[0]
-        await self._leave(keys=[members_key(room), NOTIFICATIONS, node_rooms_key(node), ACTIVITY],
+        k = self.keys
+        members = k.members(room)
+        node_rooms = members if k.cluster else k.node_rooms(node)  # a cluster's node record is kept apart
+        await self._leave(keys=[members, k.events(room), node_rooms, k.activity(room)],
                           args=[field, user, self.leave_event(room, user, field), room], client=client)
+
+    async def _in_one_go(self, calls: list[tuple[str, str, str]]) -> None:
+        """Remove members (room, field, user): one pipeline with one Redis; on a cluster, where
+        a pipeline does not load scripts a restarted shard has lost, side by side."""
+        if self.keys.cluster:
+            await asyncio.gather(*(self.remove(room, field, user) for room, field, user in calls))
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for room, field, user in calls:
+            await self.remove(room, field, user, client=pipe)
+        await pipe.execute()
 
     def forget_later(self, room: str, field: str, user: str) -> None:
         """Remember a member whose removal could not be made now; the janitor retries it."""
@@ -85,7 +98,10 @@ class Presence:
                 seconds, micros = await self.redis.time()
                 after = now_ms()
                 self.clock_offset = seconds * 1000 + micros // 1000 - (before + after) // 2
-                await self.redis.zadd(INSTANCES, {self.node: after})
+                await self.redis.zadd(self.keys.instances, {self.node: after})
+                if self.keys.cluster:
+                    cutoff = after - int(self.settings.dead_after_seconds * 1000)
+                    self.live_nodes = "|".join(await self.redis.zrangebyscore(self.keys.instances, cutoff, "+inf"))
                 self.last_ok = time.monotonic()
             except (*UNREACHABLE, RedisError) as err:
                 log.debug("heartbeat failed: %s", err)
@@ -109,7 +125,7 @@ class Presence:
         """One pass of every clean-up the janitor does."""
         await self.retry_orphans()
         cutoff = now_ms() - int(self.settings.dead_after_seconds * 1000)
-        for node in await self.redis.zrangebyscore(INSTANCES, "-inf", cutoff, start=0, num=BATCH):
+        for node in await self.redis.zrangebyscore(self.keys.instances, "-inf", cutoff, start=0, num=BATCH):
             if node != self.node:
                 log.info("instance %s stopped heartbeating; removing its members", node)
                 await self.clear_node(node)
@@ -120,17 +136,14 @@ class Presence:
         """Remove the members whose leave failed earlier (a Redis outage, a lost reply)."""
         while self.orphans:
             batch = list(self.orphans.items())[:BATCH]
-            pipe = self.redis.pipeline(transaction=False)
-            for (room, field), user in batch:
-                await self.remove(room, field, user, client=pipe)
-            await pipe.execute()
+            await self._in_one_go([(room, field, user) for (room, field), user in batch])
             for key, _user in batch:
                 self.orphans.pop(key, None)
 
     async def clear_node(self, node: str) -> None:
         """Remove every member ``node`` recorded, announcing each as ``user_left``, in batches."""
         prefix = node + "|"
-        rooms_key = node_rooms_key(node)
+        rooms_key = self.keys.node_rooms(node)
         cursor = 0
         while True:
             cursor, counts = await self.redis.hscan(rooms_key, cursor, count=BATCH)
@@ -138,36 +151,49 @@ class Presence:
             if rooms:
                 pipe = self.redis.pipeline(transaction=False)
                 for room in rooms:
-                    pipe.hgetall(members_key(room))
+                    pipe.hgetall(self.keys.members(room))
                 tables = await pipe.execute()
-                pipe = self.redis.pipeline(transaction=False)
-                for room, members in zip(rooms, tables):
-                    for field, user in members.items():
-                        if field.startswith(prefix):
-                            await self.remove(room, field, user, client=pipe)
-                await pipe.execute()
+                await self._in_one_go([(room, field, user) for room, members in zip(rooms, tables)
+                                       for field, user in members.items() if field.startswith(prefix)])
             if cursor == 0:
                 break
             await asyncio.sleep(0)  # a huge node must not hold up this instance's other work
         await self.redis.delete(rooms_key)
-        await self.redis.zrem(INSTANCES, node)
+        await self.redis.zrem(self.keys.instances, node)
 
     async def expire_rooms(self) -> None:
         """Remove rooms with no member and no message for ``room_ttl`` seconds, everywhere."""
+        k = self.keys
         # Rooms created before activity was tracked start from their creation time.
-        await self.redis.zunionstore(ACTIVITY, [ACTIVITY, ROOMS], aggregate="MAX")
+        await self.redis.zunionstore(k.activity_index, [k.activity_index, k.rooms], aggregate="MAX")
         cutoff = now_ms() + self.clock_offset - self.settings.room_ttl * 1000
         while True:
-            idle = await self.redis.zrangebyscore(ACTIVITY, "-inf", cutoff, start=0, num=BATCH)
+            idle = await self.redis.zrangebyscore(k.activity_index, "-inf", cutoff, start=0, num=BATCH)
             if not idle:
                 return
-            pipe = self.redis.pipeline(transaction=False)
-            for room in idle:
-                await self._expire(keys=[ROOMS, ACTIVITY, members_key(room), history_key(room), trimmed_key(room),
-                                         NOTIFICATIONS, state_key(room), state_index_key(room), read_key(room)],
-                                   args=[cutoff, room, self._origin], client=pipe)
-            removed = sum(await pipe.execute())
+            if k.cluster:
+                removed = sum(await asyncio.gather(*(self._expire_on_shard(room, cutoff) for room in idle)))
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for room in idle:
+                    await self._expire(keys=[k.rooms, k.activity_index, k.members(room), k.history(room),
+                                             k.trimmed(room), k.notifications, k.state(room), k.state_index(room),
+                                             k.read(room)],
+                                       args=[cutoff, room, self._origin], client=pipe)
+                removed = sum(await pipe.execute())
             if removed:
                 log.info("removed %d idle room(s) (CHAT_ROOM_TTL=%ss)", removed, self.settings.room_ttl)
             if len(idle) < BATCH:
                 return
+
+    async def _expire_on_shard(self, room: str, cutoff: int) -> int:
+        """A cluster's expiry of one room: its keys on its shard, then its listing (store.REMOVE_ROOM_LUA)."""
+        k = self.keys
+        last = await self._expire(keys=[k.record(room), k.activity(room), k.members(room), k.history(room),
+                                        k.trimmed(room), k.state(room), k.state_index(room), k.read(room)],
+                                  args=[cutoff, room])
+        if last:  # still in use: filed under its last activity, looked at again a TTL later
+            await self.redis.zadd(k.activity_index, {room: last})
+            return 0
+        return int(await self._remove_room(keys=[k.rooms, k.activity_index],
+                                           args=[cutoff, room, self._origin, k.notifications]))

@@ -36,9 +36,11 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterError, RedisClusterUnreachableError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -48,8 +50,10 @@ ROOMS = "chat:rooms"
 ACTIVITY = "chat:room-activity"
 INSTANCES = "chat:instances"
 
-# Errors that mean "Redis cannot be reached", as opposed to a bug or a bad command.
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+# Errors that mean "Redis cannot be reached", as opposed to a bug or a bad command; on a
+# cluster also a shard without a primary (a failover under way) or a slot in flight.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError, ClusterError,
+               TryAgainError, SlotNotCoveredError, RedisClusterUnreachableError)
 
 
 class Unavailable(Exception):
@@ -145,12 +149,12 @@ end
 # the end or by a character that cannot continue a name: "@Al" is not "@Alice"); the names
 # found go into the message as `mentions`. The members are only read when there is an `@`.
 # The origin goes last in the payload so that subscribers can cut it off without parsing.
-# KEYS: stream, trimmed flag, channel, sent key ('' for none), activity, members
+# KEYS: stream, trimmed flag, channel, sent key (the stream again for none), activity, members
 # ARGV: maxlen, data JSON, origin JSON, deadline ms, dedupe seconds, room, reply_to id or '',
 #       author or '', the text when it has an '@' (else ''), its word map (protocol.word_map)
 APPEND_LUA = _NOW + _IS_MESSAGE + """
 if now > tonumber(ARGV[4]) then return false end
-if KEYS[4] ~= '' then
+if KEYS[4] ~= KEYS[1] then
   local first = redis.call('GET', KEYS[4])
   if first then return {first, 1} end
 end
@@ -191,7 +195,7 @@ else
   id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', data, 'author', ARGV[8])
 end
 if redis.call('XLEN', KEYS[1]) <= before then redis.call('SET', KEYS[2], '1') end
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], id, 'EX', ARGV[5]) end
+if KEYS[4] ~= KEYS[1] then redis.call('SET', KEYS[4], id, 'EX', ARGV[5]) end
 redis.call('ZADD', KEYS[5], now, ARGV[6])
 redis.call('PUBLISH', KEYS[3], '{"id":"' .. id .. '",' .. string.sub(data, 2, -2) .. ',"origin":' .. ARGV[3] .. '}')
 return {id, 0}
@@ -257,14 +261,14 @@ return removed
 # only the id. State of messages the stream trimmed away is dropped here (the stream cannot
 # say which ids a trim removed; the index can: ids are times). A resent client_id answers
 # with the first change's id, as for messages (G8).
-# KEYS: stream, trimmed flag, channel, sent key ('' for none), activity, state, state index
+# KEYS: stream, trimmed flag, channel, sent key (the stream again for none), activity, state, state index
 # ARGV: maxlen, data JSON, origin JSON, deadline ms, dedupe seconds, room, kind
 #       ('edit' | 'delete' | 'react'), message id, author ('' in open mode: the user name
 #       decides), user, text | emoji, edited_ts | on ('1' | '0'), most emoji per message
 CHANGE_LUA = _NOW + _IS_MESSAGE + _OLDER + """
 local function ms_of(id) return tonumber(string.match(id, '^%d+')) end
 if now > tonumber(ARGV[4]) then return false end
-if KEYS[4] ~= '' then
+if KEYS[4] ~= KEYS[1] then
   local first = redis.call('GET', KEYS[4])
   if first then return {first, 1} end
 end
@@ -338,7 +342,7 @@ if #stale > 0 then
   redis.call('HDEL', KEYS[6], unpack(stale))
   redis.call('ZREM', KEYS[7], unpack(stale))
 end
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], id, 'EX', ARGV[5]) end
+if KEYS[4] ~= KEYS[1] then redis.call('SET', KEYS[4], id, 'EX', ARGV[5]) end
 redis.call('ZADD', KEYS[5], now, ARGV[6])
 redis.call('PUBLISH', KEYS[3], '{"change_id":"' .. id .. '",' .. string.sub(ARGV[2], 2, -2) .. ',"origin":' .. ARGV[3] .. '}')
 return {id, 0}
@@ -392,25 +396,25 @@ return {entries, states_of(KEYS[3], entries), oldest and oldest[1] or false}
 # newest id (of any entry), states of the entries, the user's read marker}. Reading the members and adding this one
 # in one script means a leave of the same name cannot interleave, so `user_joined` is never
 # lost.
-# KEYS: rooms, members, node rooms, stream, trimmed flag, instances, activity, notifications,
-#       state, read markers
+# KEYS: rooms, members, node rooms (members again: none), stream, trimmed flag, instances,
+#       activity, notifications, state, read markers
 # ARGV: room, field, user, max rooms, 'last'|'since', count|since id, alive cutoff ms,
-#       user JSON, session JSON, origin JSON
-JOIN_LUA = _NOW + _IS_MESSAGE + _NEWEST_MESSAGES + """
+#       user JSON, session JSON, origin JSON, live nodes ('|' between; a cluster's, below)
+_JOIN = _NOW + _IS_MESSAGE + _NEWEST_MESSAGES + """
 local created = 0
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return false end
   redis.call('ZADD', KEYS[1], now, ARGV[1])
   created = 1
-  redis.call('PUBLISH', KEYS[8], '{"type":"room_created","room":"' .. ARGV[1] .. '","ts":' .. now .. ',"origin":' .. ARGV[10] .. '}')
+  ANNOUNCE
 end
 local before = redis.call('HGETALL', KEYS[2])
-if redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) == 1 then
+if redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) == 1 and KEYS[3] ~= KEYS[2] then
   redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 end
 redis.call('ZADD', KEYS[7], now, ARGV[1])
 local live = {}
-for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[7], '+inf')) do live[node] = true end
+LIVE
 live[string.match(ARGV[2], '^[^|]*')] = true
 local known = false
 local seen = {[ARGV[3]] = true}
@@ -446,14 +450,17 @@ end
 return {created, names, entries, oldest, trimmed, newest, states_of(KEYS[9], entries),
         redis.call('HGET', KEYS[10], ARGV[3])}
 """
+JOIN_LUA = _JOIN.replace("ANNOUNCE", """redis.call('PUBLISH', KEYS[8], '{"type":"room_created","room":"' .. ARGV[1] .. '","ts":' .. now .. ',"origin":' .. ARGV[10] .. '}')""").replace(
+    "LIVE", "for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[7], '+inf')) do live[node] = true end")
 
 # Remove one member; announce `user_left` only when that name has no other connection in
 # the room, and only once (HDEL's count tells which caller removed it). A room left empty
 # starts its idle time now.
-# KEYS: members, notifications, node rooms, activity   ARGV: field, user, payload, room
+# KEYS: members, notifications, node rooms (members again: none), activity
+# ARGV: field, user, payload, room
 LEAVE_LUA = _NOW + """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-if redis.call('HINCRBY', KEYS[3], ARGV[4], -1) <= 0 then redis.call('HDEL', KEYS[3], ARGV[4]) end
+if KEYS[3] ~= KEYS[1] and redis.call('HINCRBY', KEYS[3], ARGV[4], -1) <= 0 then redis.call('HDEL', KEYS[3], ARGV[4]) end
 local names = redis.call('HVALS', KEYS[1])
 if #names == 0 then redis.call('ZADD', KEYS[4], now, ARGV[4]) end
 for _, name in ipairs(names) do
@@ -482,12 +489,159 @@ redis.call('PUBLISH', KEYS[6], '{"type":"room_removed","room":"' .. ARGV[2] .. '
 return 1
 """
 
+# ---------------------------------------------------------------- Redis Cluster (section 14)
+# On a cluster a script may only touch keys of one hash slot. Every key of a room carries the
+# room as hash tag (`Layout`), so the room's scripts above run unchanged on its shard, with
+# these differences: they publish with SPUBLISH on the room's own channel (in the same slot),
+# activity and the room's record are per-room sorted sets (one member: the room), and what
+# spans rooms (the room list and its cap, `room_created`, `room_removed`) is done on the
+# deployment's own slot by the scripts below, with classic PUBLISH, which reaches every node.
+
+
+def sharded(script: str) -> str:
+    """A room script as it runs on a cluster: its publishes go to the room's shard channel."""
+    return script.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+
+
+# The room's record was made by CREATE_ROOM_LUA (ARGV[4] = '1') or must be (ARGV[4] = '0':
+# answer false, and the caller creates the room first); the live nodes come in ARGV[11].
+JOIN_SHARDED_LUA = sharded(_JOIN.replace("ANNOUNCE", "").replace(
+    "LIVE", "for node in string.gmatch(ARGV[11], '[^|]+') do live[node] = true end"))
+
+# Create a room for the whole deployment, within CHAT_MAX_ROOMS, and tell every instance.
+# A room already listed whose record had gone (an expiry was between its two steps) is
+# stamped anew, so that the expiry's second step (REMOVE_ROOM_LUA) leaves it alone.
+# KEYS: rooms, activity   ARGV: room, max rooms, origin JSON, notifications channel
+# Returns 1 (created), 0 (it was there), false (one too many).
+CREATE_ROOM_LUA = _NOW + """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+  return 0
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return false end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('PUBLISH', ARGV[4], '{"type":"room_created","room":"' .. ARGV[1] .. '","ts":' .. now .. ',"origin":' .. ARGV[3] .. '}')
+return 1
+"""
+
+# An expiry's first step, on the room's shard: remove every key of a room with no member and
+# no activity since ARGV[1]. Returns 0 when it is gone, else the room's last activity (ms),
+# which the janitor files in the deployment's activity index to look again a TTL later.
+# KEYS: record, activity, members, stream, trimmed flag, state, state index, read markers
+# ARGV: cutoff, room
+EXPIRE_SHARD_LUA = _NOW + """
+local last = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if last and tonumber(last) > tonumber(ARGV[1]) then return tonumber(last) end
+if redis.call('HLEN', KEYS[3]) > 0 then
+  redis.call('ZADD', KEYS[2], now, ARGV[2])  -- in use: not idle
+  return now
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+return 0
+"""
+
+# An expiry's second step, on the deployment's slot: unlist the room and tell every
+# instance, unless it was created again since the cutoff (CREATE_ROOM_LUA stamped it).
+# KEYS: rooms, activity   ARGV: cutoff, room, origin JSON, notifications channel
+REMOVE_ROOM_LUA = _NOW + """
+local created = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if created and tonumber(created) > tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[2], created, ARGV[2])
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[2])
+if not created then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[4], '{"type":"room_removed","room":"' .. ARGV[2] .. '","ts":' .. now .. ',"origin":' .. ARGV[3] .. '}')
+return 1
+"""
+
+
+class Layout:
+    """The names of one deployment's keys and channels, for one Redis or for a cluster.
+
+    One Redis: section 2's names exactly (the module's constants and functions). A cluster:
+    a room's keys carry ``{room}`` as hash tag, so they share its slot; its messages and
+    member events go over the shard channel ``chat:room:{room}``; the deployment's own keys
+    share the tag ``{all}``; room events for everyone stay on ``chat:room-notifications``.
+    """
+
+    __slots__ = ("cluster", "rooms", "activity_index", "instances", "notifications")
+
+    def __init__(self, cluster: bool) -> None:
+        self.cluster = cluster
+        self.rooms = "chat:{all}:rooms" if cluster else ROOMS
+        self.activity_index = "chat:{all}:room-activity" if cluster else ACTIVITY
+        self.instances = "chat:{all}:instances" if cluster else INSTANCES
+        self.notifications = NOTIFICATIONS
+
+    def _tag(self, room: str) -> str:
+        return f"{{{room}}}" if self.cluster else room
+
+    def history(self, room: str) -> str:
+        """The room's stream."""
+        return history_key(self._tag(room))
+
+    def trimmed(self, room: str) -> str:
+        """The room's trimmed flag."""
+        return trimmed_key(self._tag(room))
+
+    def state(self, room: str) -> str:
+        """The room's hash of changed messages."""
+        return state_key(self._tag(room))
+
+    def state_index(self, room: str) -> str:
+        """The room's changed message ids by time."""
+        return state_index_key(self._tag(room))
+
+    def read(self, room: str) -> str:
+        """The room's read markers."""
+        return read_key(self._tag(room))
+
+    def members(self, room: str) -> str:
+        """The room's members."""
+        return members_key(self._tag(room))
+
+    def sent(self, room: str, user: str, client_id: str) -> str:
+        """Where a client_id's message id is remembered (G8)."""
+        return sent_key(self._tag(room), user, client_id)
+
+    def record(self, room: str) -> str:
+        """The sorted set that says the room exists: the room list, or on a cluster the room's own."""
+        return f"chat:created:{{{room}}}" if self.cluster else ROOMS
+
+    def activity(self, room: str) -> str:
+        """The sorted set a room's scripts stamp with its last activity."""
+        return f"chat:activity:{{{room}}}" if self.cluster else ACTIVITY
+
+    def channel(self, room: str) -> str:
+        """Where the room's messages and changes are published."""
+        return f"chat:room:{{{room}}}" if self.cluster else MESSAGES
+
+    def events(self, room: str) -> str:
+        """Where the room's member events (joined, left, typing, read) are published."""
+        return f"chat:room:{{{room}}}" if self.cluster else NOTIFICATIONS
+
+    def node_rooms(self, node: str) -> str:
+        """The rooms ``node`` has members in."""
+        return f"chat:{{all}}:instance-rooms:{node}" if self.cluster else node_rooms_key(node)
+
+
+def room_of_channel(channel: str) -> str | None:
+    """The room of a cluster's shard channel ``chat:room:{room}`` (None for another channel)."""
+    if channel.startswith("chat:room:{") and channel.endswith("}"):
+        return channel[11:-1]
+    return None
+
+
 # The command client's connections to Redis, and how long a command may wait for one.
 POOL_SIZE = 50
 POOL_WAIT = 2.0
 
 
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 
 
 @dataclass(frozen=True)
@@ -519,6 +673,44 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         raise ValueError("the path must be /db/service_name")
     return SentinelUrl(tuple(sentinels), path[1] if len(path) > 1 else "mymaster", int(path[0]) if path else 0,
                        unquote(user) or None, unquote(password) or None)
+
+
+@dataclass(frozen=True)
+class ClusterUrl:
+    """A parsed ``redis+cluster://[[user]:password@]host:port[,host:port...]``: some of its nodes."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for a ``redis+cluster://`` URL (section 14)."""
+    return url.lower().startswith(CLUSTER_SCHEME + "://")
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    """Parse a ``redis+cluster://`` URL; raise ValueError on anything else."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != CLUSTER_SCHEME:
+        raise ValueError(f"not a {CLUSTER_SCHEME}:// URL")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    nodes = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a node must be host:port, got {item!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    if parts.path.strip("/"):
+        raise ValueError("a cluster has no database number: no path after the nodes")
+    return ClusterUrl(tuple(nodes), unquote(user) or None, unquote(password) or None)
+
+
+def node_client(conf: ClusterUrl, host: str, port: int) -> Redis:
+    """A client of one cluster node for pub/sub, without retries: a broken link must raise (see `shards`)."""
+    return Redis(host=host, port=port, username=conf.username, password=conf.password, decode_responses=True,
+                 socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0), **DRIVER_INFO)
 
 
 def _driver_info() -> dict[str, Any]:
@@ -557,6 +749,14 @@ def make_client(url: str, socket_timeout: float | None, pool_size: int | None = 
         retry=Retry(NoBackoff(), retries, (RedisConnectionError,)),
         **DRIVER_INFO,
     )
+    if is_cluster_url(url):
+        nodes = parse_cluster_url(url)
+        # Its own retries stay: they follow MOVED and ASK, and read the slot map again when a
+        # node fails (a failover, a migration); a command that still fails is `unavailable`.
+        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes.nodes],  # type: ignore[return-value]
+                            username=nodes.username, password=nodes.password, decode_responses=True,
+                            socket_connect_timeout=1.0, socket_timeout=socket_timeout,
+                            max_connections=pool_size or 100, **DRIVER_INFO)
     if url.startswith(SENTINEL_SCHEME + "://"):
         conf = parse_sentinel_url(url)
         auth = {"username": conf.username, "password": conf.password}

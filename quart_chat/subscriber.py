@@ -100,20 +100,8 @@ class Subscriber:
 
     async def catch_up(self) -> None:
         """Deliver what was stored while this instance was not subscribed (docs/protocol.md "Guarantees", G5)."""
-        hub = self.hub
-        for room in list(hub.rooms):
-            start = hub.catchup_from(room)
-            while start is not None:
-                entries = await self.redis.xrange(
-                    history_key(room), "(" + format_stream_id(start), "+", count=CATCHUP_BATCH)
-                for sid, fields in entries:
-                    parsed = parse_stream_id(sid)
-                    frame = entry_frame(sid, fields["data"])
-                    if parsed is not None and hub.dispatch(room, parsed, frame):
-                        hub.stats.catchup += 1
-                start = parse_stream_id(entries[-1][0]) if len(entries) == CATCHUP_BATCH else None
-                if start is not None:
-                    await hub.drained()  # let clients read a batch before the next one
+        for room in list(self.hub.rooms):
+            await catch_up_room(self.hub, self.redis, history_key(room), room)
 
     async def _read(self, pubsub: Any) -> None:
         next_ping = time.monotonic() + PING_EVERY
@@ -136,6 +124,21 @@ class Subscriber:
                 next_ping = now + PING_EVERY
             if now - self.last_seen > SILENT_AFTER:
                 raise TimeoutError("subscriber heard nothing from Redis, not even PONG")
+
+
+async def catch_up_room(hub: Hub, redis: Any, stream: str, room: str) -> None:
+    """Deliver the entries of ``room``'s stream (key ``stream``) its local members have not had."""
+    start = hub.catchup_from(room)
+    while start is not None:
+        entries = await redis.xrange(stream, "(" + format_stream_id(start), "+", count=CATCHUP_BATCH)
+        for sid, fields in entries:
+            parsed = parse_stream_id(sid)
+            frame = entry_frame(sid, fields["data"])
+            if parsed is not None and hub.dispatch(room, parsed, frame):
+                hub.stats.catchup += 1
+        start = parse_stream_id(entries[-1][0]) if len(entries) == CATCHUP_BATCH else None
+        if start is not None:
+            await hub.drained()  # let clients read a batch before the next one
 
 
 def on_message(hub: Hub, payload: str) -> None:
