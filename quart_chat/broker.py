@@ -287,7 +287,7 @@ class Broker:
                 k.trimmed(room), members if k.cluster else k.instances, k.activity(room), k.events(room),
                 k.state(room), k.read(room)]
         args = [room, key, user, 0 if k.cluster else s.max_rooms, mode, arg, cutoff, dumps(user), dumps(key),
-                self._origin, self.presence.live_nodes]
+                self._origin, self.presence.dead_nodes]
         try:
             async with asyncio.timeout(JOIN_TIMEOUT):
                 if k.cluster:

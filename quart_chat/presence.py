@@ -49,8 +49,9 @@ class Presence:
         self._leave = redis.register_script(sharded(LEAVE_LUA) if keys.cluster else LEAVE_LUA)
         self._expire = redis.register_script(EXPIRE_SHARD_LUA if keys.cluster else EXPIRE_LUA)
         self._remove_room = redis.register_script(REMOVE_ROOM_LUA)
-        # On a cluster the join script cannot read the live nodes: they come from here ('|' between).
-        self.live_nodes = node
+        # On a cluster the join script cannot read the heartbeats: the nodes found dead come
+        # from here ('|' between), as of the last heartbeat.
+        self.dead_nodes = ""
         self._origin = dumps(settings.instance)
         # Redis clock minus ours, in ms, measured by the heartbeat (deadlines are Redis time).
         self.clock_offset = 0
@@ -101,7 +102,7 @@ class Presence:
                 await self.redis.zadd(self.keys.instances, {self.node: after})
                 if self.keys.cluster:
                     cutoff = after - int(self.settings.dead_after_seconds * 1000)
-                    self.live_nodes = "|".join(await self.redis.zrangebyscore(self.keys.instances, cutoff, "+inf"))
+                    self.dead_nodes = "|".join(await self.redis.zrangebyscore(self.keys.instances, "-inf", cutoff))
                 self.last_ok = time.monotonic()
             except (*UNREACHABLE, RedisError) as err:
                 log.debug("heartbeat failed: %s", err)

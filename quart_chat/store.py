@@ -399,7 +399,7 @@ return {entries, states_of(KEYS[3], entries), oldest and oldest[1] or false}
 # KEYS: rooms, members, node rooms (members again: none), stream, trimmed flag, instances,
 #       activity, notifications, state, read markers
 # ARGV: room, field, user, max rooms, 'last'|'since', count|since id, alive cutoff ms,
-#       user JSON, session JSON, origin JSON, live nodes ('|' between; a cluster's, below)
+#       user JSON, session JSON, origin JSON, dead nodes ('|' between; a cluster's, below)
 _JOIN = _NOW + _IS_MESSAGE + _NEWEST_MESSAGES + """
 local created = 0
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
@@ -413,16 +413,14 @@ if redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) == 1 and KEYS[3] ~= KEYS[2] the
   redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 end
 redis.call('ZADD', KEYS[7], now, ARGV[1])
-local live = {}
 LIVE
-live[string.match(ARGV[2], '^[^|]*')] = true
 local known = false
 local seen = {[ARGV[3]] = true}
 local names = {ARGV[3]}
 for i = 1, #before, 2 do
   local name = before[i + 1]
   if name == ARGV[3] then known = true end
-  if not seen[name] and live[string.match(before[i], '^[^|]*')] then
+  if not seen[name] and alive(string.match(before[i], '^[^|]*')) then
     seen[name] = true
     names[#names + 1] = name
   end
@@ -451,7 +449,9 @@ return {created, names, entries, oldest, trimmed, newest, states_of(KEYS[9], ent
         redis.call('HGET', KEYS[10], ARGV[3])}
 """
 JOIN_LUA = _JOIN.replace("ANNOUNCE", """redis.call('PUBLISH', KEYS[8], '{"type":"room_created","room":"' .. ARGV[1] .. '","ts":' .. now .. ',"origin":' .. ARGV[10] .. '}')""").replace(
-    "LIVE", "for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[7], '+inf')) do live[node] = true end")
+    "LIVE", """local live = {[string.match(ARGV[2], '^[^|]*')] = true}
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], ARGV[7], '+inf')) do live[node] = true end
+local function alive(node) return live[node] end""")
 
 # Remove one member; announce `user_left` only when that name has no other connection in
 # the room, and only once (HDEL's count tells which caller removed it). A room left empty
@@ -504,9 +504,12 @@ def sharded(script: str) -> str:
 
 
 # The room's record was made by CREATE_ROOM_LUA (ARGV[4] = '1') or must be (ARGV[4] = '0':
-# answer false, and the caller creates the room first); the live nodes come in ARGV[11].
-JOIN_SHARDED_LUA = sharded(_JOIN.replace("ANNOUNCE", "").replace(
-    "LIVE", "for node in string.gmatch(ARGV[11], '[^|]+') do live[node] = true end"))
+# answer false, and the caller creates the room first). The script cannot read the instances'
+# heartbeats (another slot): the nodes found dead at this instance's last heartbeat come in
+# ARGV[11], and any other node counts as alive (one started since then, too).
+JOIN_SHARDED_LUA = sharded(_JOIN.replace("ANNOUNCE", "").replace("LIVE", """local dead = {}
+for node in string.gmatch(ARGV[11], '[^|]+') do dead[node] = true end
+local function alive(node) return not dead[node] end"""))
 
 # Create a room for the whole deployment, within CHAT_MAX_ROOMS, and tell every instance.
 # A room already listed whose record had gone (an expiry was between its two steps) is

@@ -1,0 +1,247 @@
+"""The deployment on a real Redis Cluster (docs/protocol.md section 14): Debian's redis-server 7,
+three primaries and their replicas on loopback, instances with a redis+cluster:// REDIS_URL.
+
+Rooms are picked so that their slots fall on every shard. What one Redis guarantees holds:
+everyone sees every message once and in order, history and REST read the room's shard, room
+events reach every instance, the room cap counts across shards; and when a primary is
+SIGKILLed or a slot moves while messages flow, nothing acked is lost, nothing is doubled, and
+no client reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+
+import pytest
+
+from client import ChatClient, get_json, id_key
+from cluster import Cluster
+from redis_cluster import RedisClusterSet
+from test_links import Collector
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.redis_cluster]
+
+FAST = {"CHAT_RATE": "100000/1"}
+_names = itertools.count()
+
+
+def rooms_on_every_shard(rc: RedisClusterSet, prefix: str) -> list[str]:
+    """One room name per primary, each in a slot that primary owns."""
+    owners: dict[int, str] = {}
+    primaries = {p.port for p in rc.primaries()}
+    for k in range(1000):
+        name = f"{prefix}{k}"
+        port = rc.node_for_slot(rc.slot_of(name)).port
+        if port in primaries and port not in owners:
+            owners[port] = name
+        if len(owners) == len(primaries):
+            return list(owners.values())
+    raise AssertionError("no room names found for every shard")
+
+
+def room_keys(rc: RedisClusterSet, room: str) -> dict[int, list[str]]:
+    """Every key whose name carries ``{room}``, by the port of the primary holding it."""
+    found: dict[int, list[str]] = {}
+    for node in rc.primaries():
+        keys = node.client().keys(f"*{{{room}}}*")
+        if keys:
+            found[node.port] = sorted(keys)
+    return found
+
+
+async def test_three_instances_share_rooms_on_every_shard(redis_cluster, tmp_path):
+    rc = redis_cluster
+    rooms = rooms_on_every_shard(rc, f"g{next(_names)}_")
+    c = Cluster(3, env=FAST, logdir=tmp_path, redis=rc).start()  # type: ignore[arg-type]
+    try:
+        alice, bob, charlie = [await ChatClient.connect(c[k].ws_url) for k in range(3)]
+        watcher = await ChatClient.connect(c[2].ws_url)  # in no room: hears room events only
+        for room in rooms:
+            for cl, name in ((alice, "Alice"), (bob, "Bob"), (charlie, "Charlie")):
+                joined = await cl.join(room, name)
+            assert sorted(joined["members"]) == ["Alice", "Bob", "Charlie"]
+        created = [f["room"] for f in await watcher.quiet(0.5) if f["type"] == "room_created"]
+        assert sorted(created) == sorted(rooms)
+        # Whatever one types, all three see, room by room, in one order.
+        for k, room in enumerate(rooms):
+            for n, cl in enumerate((alice, bob, charlie)):
+                await cl.say(room, f"{room} #{n}", client_id=f"m{k}-{n}")
+                await cl.until(lambda f, cid=f"m{k}-{n}": f["type"] == "ack" and f["client_id"] == cid)
+        for cl in (alice, bob, charlie):
+            got = [f for f in await cl.seen_at_least(9) if f["type"] == "message"]
+            for room in rooms:
+                mine = [m for m in got if m["room"] == room]
+                assert [m["text"] for m in mine] == [f"{room} #{n}" for n in range(3)]
+                assert [m["id"] for m in mine] == sorted((m["id"] for m in mine), key=id_key)
+        # A resend of a client_id is the same message (G8), on a cluster too.
+        await alice.say(rooms[0], "again", client_id="m0-0")
+        ack = await alice.until(lambda f: f["type"] == "ack" and f["client_id"] == "m0-0")
+        first = next(f for f in alice.frames if f["type"] == "ack" and f["client_id"] == "m0-0")
+        assert ack["id"] == first["id"] and ack is not first
+        # Each room's keys live on the shard that owns its slot, and nowhere else.
+        for room in rooms:
+            where = room_keys(rc, room)
+            assert list(where) == [rc.node_for_slot(rc.slot_of(room)).port], where
+            assert f"chat:history:{{{room}}}" in where[rc.node_for_slot(rc.slot_of(room)).port]
+        # REST reads from the room's shard; the room list spans the shards.
+        status, page = get_json(f"{c[1].http_url}/rooms/{rooms[1]}/history")
+        assert status == 200 and [m["text"] for m in page["messages"]] == [f"{rooms[1]} #{n}" for n in range(3)]
+        status, listed = get_json(f"{c[0].http_url}/rooms?limit=1000")
+        assert status == 200 and set(rooms) <= {r["name"] for r in listed["rooms"]}
+        assert get_json(f"{c[0].http_url}/rooms/never_made_{next(_names)}/history")[0] == 404
+        # Changes, typing and read markers travel on the room's channel.
+        await bob.quiet(0.2)
+        target = next(m for m in alice.frames if m["type"] == "message")
+        await alice.change("edit", target["room"], target["id"], client_id="e1", text="edited")
+        edited = await bob.until(lambda f: f["type"] == "message_edited")
+        assert edited["id"] == target["id"] and edited["text"] == "edited"
+        await charlie.send({"type": "typing", "room": rooms[2]})
+        typing = await bob.until(lambda f: f["type"] == "typing")
+        assert typing == {"type": "typing", "room": rooms[2], "user": "Charlie"}
+        # A member leaving is announced to the others, on every instance.
+        await charlie.send({"type": "leave", "room": rooms[1]})
+        left = await alice.until(lambda f: f["type"] == "user_left")
+        assert left["room"] == rooms[1] and left["user"] == "Charlie"
+        for inst in c.instances:
+            assert inst.health_status() == 200
+    finally:
+        c.close()
+
+
+async def test_the_room_cap_counts_rooms_on_every_shard(redis_cluster, tmp_path):
+    rc = redis_cluster
+    rooms = rooms_on_every_shard(rc, f"cap{next(_names)}_")
+    c = Cluster(2, env={**FAST, "CHAT_MAX_ROOMS": "2"}, logdir=tmp_path, redis=rc).start()  # type: ignore[arg-type]
+    try:
+        a = await ChatClient.connect(c[0].ws_url)
+        b = await ChatClient.connect(c[1].ws_url)
+        await a.join(rooms[0], "Ann")
+        await b.join(rooms[1], "Bea")
+        await a.send({"type": "join", "room": rooms[2]})
+        refused = await a.expect("error")
+        assert refused["code"] == "limit_exceeded"
+        assert not room_keys(rc, rooms[2]), "a refused room left keys behind"
+        await b.join(rooms[0])  # an existing room is still joined
+    finally:
+        c.close()
+
+
+async def test_an_instance_that_stops_leaves_every_shard(redis_cluster, tmp_path):
+    rc = redis_cluster
+    rooms = rooms_on_every_shard(rc, f"st{next(_names)}_")
+    c = Cluster(2, env=FAST, logdir=tmp_path, redis=rc).start()  # type: ignore[arg-type]
+    try:
+        ann = await ChatClient.connect(c[0].ws_url)
+        sam = await ChatClient.connect(c[1].ws_url)
+        for room in rooms:
+            await ann.join(room, "Ann")
+            await sam.join(room, "Sam")
+        await ann.quiet(0.3)
+        await asyncio.to_thread(c[1].stop)
+        gone = set()
+        while len(gone) < len(rooms):
+            f = await ann.until(lambda f: f["type"] == "user_left", timeout=10)
+            gone.add(f["room"])
+        assert gone == set(rooms)
+        for room in rooms:
+            members = [v for keys in room_keys(rc, room).values() for k in keys if k.startswith("chat:members:")
+                       for v in rc.node_for_slot(rc.slot_of(room)).client().hvals(k)]
+            assert members == ["Ann"]
+    finally:
+        c.close()
+
+
+async def _traffic(rc: RedisClusterSet, tmp_path, room: str, fault) -> None:
+    """Three instances, one sender per instance and watchers, messages flowing through ``fault``;
+    then: every acked message in the room's history once, every watcher's copy whole and in order."""
+    c = Cluster(3, env={**FAST, "CHAT_HISTORY_MAXLEN": "5000"}, logdir=tmp_path, redis=rc).start()  # type: ignore[arg-type]
+    watchers: list[Collector] = []
+    try:
+        for k in range(3):
+            cl = await ChatClient.connect(c[k].ws_url)
+            await cl.join(room, f"U{k}")
+            watchers.append(Collector(cl))
+        sent = [0, 0, 0]
+        stop = asyncio.Event()
+
+        async def send(k: int) -> None:
+            # Each client_id is sent until acked (G8 makes the resends harmless).
+            w = watchers[k]
+            while not stop.is_set():
+                cid = f"u{k}-{sent[k]}"
+                await w.client.say(room, f"{cid}", client_id=cid)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 4
+                while cid not in w.acks and loop.time() < deadline:
+                    await asyncio.sleep(0.01)
+                if cid in w.acks:
+                    sent[k] += 1
+                else:
+                    await asyncio.sleep(0.1)
+
+        senders = [asyncio.create_task(send(k)) for k in range(3)]
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(fault)
+        await asyncio.sleep(2.0)
+        stop.set()
+        await asyncio.gather(*senders)
+        assert min(sent) > 10, sent
+        await asyncio.sleep(1.5)
+        errors = [e for w in watchers for e in w.errors]
+        assert {e["code"] for e in errors} <= {"unavailable"}, errors[:3]
+        messages: list[dict] = []
+        before = ""
+        while True:
+            status, page = get_json(f"{c[0].http_url}/rooms/{room}/history?limit=500{before}")
+            assert status == 200
+            messages = page["messages"] + messages
+            if not page["has_more"]:
+                break
+            before = f"&before={page['messages'][0]['id']}"
+        stored = [m["id"] for m in messages]
+        texts = [m["text"] for m in messages]
+        assert len(texts) == len(set(texts)), "a message was stored twice"
+        acked = {cid: sid for w in watchers for cid, sid in w.acks.items()}
+        assert set(acked.values()) <= set(stored), "an acked message is not in the room's history"
+        for w in watchers:
+            assert w.closed is None, "a client was disconnected"
+            ids = [m["id"] for m in w.messages]
+            assert ids == stored, (f"a client's copy differs from the history: {len(ids)} vs {len(stored)}, "
+                                   f"missing {len(set(stored) - set(ids))}")
+        print(f"\n{sum(sent)} acked, {len(errors)} unavailable, {len(stored)} stored")
+    finally:
+        try:
+            for w in watchers:
+                await w.stop()
+        finally:
+            c.close()
+
+
+async def test_a_primary_killed_mid_traffic_loses_nothing_acked(redis_cluster, tmp_path):
+    rc = redis_cluster
+    room = f"kill{next(_names)}"
+    victim = rc.node_for_slot(rc.slot_of(room))
+
+    def fault() -> None:
+        rc.kill(victim)
+        rc.wait_failover(victim)
+
+    await _traffic(rc, tmp_path, room, fault)
+
+
+async def test_a_slot_migrated_mid_traffic_loses_and_doubles_nothing(redis_cluster, tmp_path):
+    rc = redis_cluster
+    room = f"move{next(_names)}"
+    slot = rc.slot_of(room)
+    source = rc.node_for_slot(slot)
+    target = next(p for p in rc.primaries() if p.port != source.port)
+
+    def fault() -> None:
+        moved = rc.migrate_slot(slot, target)
+        assert moved > 0
+
+    await _traffic(rc, tmp_path, room, fault)
+    assert rc.node_for_slot(slot).port == target.port
+    print(json.dumps({"slot": slot, "from": source.port, "to": target.port}))
