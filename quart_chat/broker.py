@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from .archive import Archive, ArchiveDown
 from .archiver import Archiver
@@ -250,13 +250,11 @@ class Broker:
         started = now()
         try:
             if wait:
-                # WAIT cannot run inside a script: the pipeline sends it right behind, on the
-                # same connection, so it covers this write (docs/deploying.md, "Redis with Sentinel").
-                pipe = self.redis.pipeline(transaction=False)
-                await script(keys=keys, args=args, client=pipe)
-                pipe.execute_command("WAIT", wait, self.settings.redis_wait_ms)
-                async with asyncio.timeout(APPEND_TIMEOUT + wait / 1000):
-                    reply, acked = await pipe.execute()
+                try:
+                    reply, acked = await self._store_durably(script, keys, args, wait)
+                except NoScriptError:  # a shard that never ran it (new, or restarted): loaded, then again
+                    await self.redis.script_load(script.script)
+                    reply, acked = await self._store_durably(script, keys, args, wait)
             else:
                 # asyncio.timeout, not wait_for: no extra task per message (Python 3.11).
                 async with asyncio.timeout(APPEND_TIMEOUT):
@@ -270,6 +268,30 @@ class Broker:
         if status > DUPLICATE:
             raise _refused(status)
         return Sent(reply[0], status == DUPLICATE, (acked >= wait) if wait else None)
+
+    async def _store_durably(self, script: Any, keys: list[str], args: list[Any], wait: int) -> tuple[Any, int]:
+        """The script's answer, and how many replicas confirmed it within CHAT_REDIS_WAIT_MS.
+
+        WAIT cannot run inside a script: a pipeline sends it right behind, on the same
+        connection, so it covers this write (docs/deploying.md, "Redis with Sentinel"). On a
+        cluster both go to the shard that owns the room; if the slot moved on meanwhile, the
+        WAIT counted for another node, and the message is not called durable.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        cluster: Any = self.redis  # a RedisCluster when self.keys.cluster
+        node = None
+        if self.keys.cluster:
+            node = cluster.get_node_from_key(keys[0])
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", wait, self.settings.redis_wait_ms, target_nodes=node)
+        else:
+            await script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", wait, self.settings.redis_wait_ms)
+        async with asyncio.timeout(APPEND_TIMEOUT + self.settings.redis_wait_ms / 1000):
+            reply, acked = await pipe.execute()
+        if node is not None and cluster.get_node_from_key(keys[0]) is not node:
+            acked = 0
+        return reply, acked
 
     # ------------------------------------------------------------ rooms and members
     async def join(self, room: str, user: str, key: str, since: StreamId | None) -> JoinResult:

@@ -226,8 +226,6 @@ def check_cluster(settings: Settings) -> None:
     """Refuse what a Redis Cluster deployment does not do yet (docs/deploying.md, "Redis Cluster")."""
     if not settings.redis_url.lower().startswith("redis+cluster://"):
         return
-    if settings.redis_wait_replicas:
-        raise SettingsError("CHAT_REDIS_WAIT_REPLICAS is not supported with a redis+cluster:// REDIS_URL yet")
     if settings.archive_url:
         raise SettingsError("CHAT_ARCHIVE_URL is not supported with a redis+cluster:// REDIS_URL yet")
 
