@@ -35,15 +35,7 @@ from redis.exceptions import ResponseError
 from .archive import Archive, Entry, parse_entry
 from .config import Settings
 from .protocol import StreamId, parse_stream_id
-from .store import (
-    ACTIVITY,
-    ARCHIVE_TRIM_LUA,
-    ROOMS,
-    history_key,
-    now_ms,
-    stop_if_cancelled,
-    trimmed_key,
-)
+from .store import ARCHIVE_TRIM_LUA, Layout, now_ms, stop_if_cancelled
 
 log = logging.getLogger("quart_chat.archiver")
 
@@ -61,9 +53,10 @@ PASS_TIMEOUT = 60.0  # a pass that takes longer has hung on a dead connection: s
 class Archiver:
     """One instance's consumer of the rooms' ``archive`` groups."""
 
-    def __init__(self, settings: Settings, redis: Any, node: str, archive: Archive) -> None:
+    def __init__(self, settings: Settings, redis: Any, node: str, archive: Archive, keys: Layout) -> None:
         self.settings = settings
         self.redis = redis
+        self.keys = keys
         self.node = node
         self.archive = archive
         self._trim = redis.register_script(ARCHIVE_TRIM_LUA)
@@ -99,12 +92,13 @@ class Archiver:
             full, claim = clock - full_at >= FULL_EVERY, clock - claim_at >= CLAIM_EVERY
             try:
                 if full:
-                    rooms = await self.redis.zrange(ROOMS, 0, -1)
+                    rooms = await self.redis.zrange(self.keys.rooms, 0, -1)
                 else:
-                    rooms = await self.redis.zrangebyscore(ACTIVITY, since - 2000 if since else "-inf", "+inf")
+                    rooms = await self.redis.zrangebyscore(self.keys.activity_index, since - 2000 if since else "-inf",
+                                                           "+inf")
                     if claim:
                         rooms = list(dict.fromkeys([*rooms, *await self.redis.zrangebyscore(
-                            ACTIVITY, started - RECENT_MS, "+inf")]))
+                            self.keys.activity_index, started - RECENT_MS, "+inf")]))
                 async with asyncio.timeout(PASS_TIMEOUT):
                     busy = await self.pass_once(rooms, claim, check_gaps=full)
                 if full and self.settings.archive_days:
@@ -142,15 +136,15 @@ class Archiver:
             if claim:
                 pipe = self.redis.pipeline(transaction=False)
                 for room in chunk:
-                    pipe.xautoclaim(history_key(room), GROUP, self.node, CLAIM_IDLE_MS, "0-0", count=BATCH,
+                    pipe.xautoclaim(self.keys.history(room), GROUP, self.node, CLAIM_IDLE_MS, "0-0", count=BATCH,
                                     justid=True)
                 await pipe.execute()
             # This consumer's pending entries (read before, not yet written, or just claimed),
             # then what is new.
             pipe = self.redis.pipeline(transaction=False)
             for room in chunk:
-                pipe.xreadgroup(GROUP, self.node, {history_key(room): "0"}, count=BATCH)
-                pipe.xreadgroup(GROUP, self.node, {history_key(room): ">"}, count=BATCH)
+                pipe.xreadgroup(GROUP, self.node, {self.keys.history(room): "0"}, count=BATCH)
+                pipe.xreadgroup(GROUP, self.node, {self.keys.history(room): ">"}, count=BATCH)
             replies = await pipe.execute()
             entries: list[Entry] = []
             acks: dict[str, list[str]] = {}
@@ -170,12 +164,17 @@ class Archiver:
                 continue
             waiting += sum(len(ids) for ids in acks.values())
             self.written += await self.archive.write(entries)
+            keys = self.keys
             pipe = self.redis.pipeline(transaction=False)
             for room, ids in acks.items():
-                pipe.xack(history_key(room), GROUP, *ids)
-                await self._trim(keys=[history_key(room), trimmed_key(room)],
-                                 args=[self.settings.history_maxlen, GROUP], client=pipe)
+                pipe.xack(keys.history(room), GROUP, *ids)
+                if not keys.cluster:
+                    await self._trim(keys=[keys.history(room), keys.trimmed(room)],
+                                     args=[self.settings.history_maxlen, GROUP], client=pipe)
             await pipe.execute()
+            if keys.cluster:  # a cluster's pipeline does not load a script a shard lacks: a call each
+                await asyncio.gather(*(self._trim(keys=[keys.history(room), keys.trimmed(room)],
+                                                  args=[self.settings.history_maxlen, GROUP]) for room in acks))
         # What this pass found waiting, and the age of the oldest of it: the archive's lag.
         self.behind = waiting
         self.lag_seconds = max(0.0, time.time() - oldest / 1000) if oldest is not None else 0.0
@@ -188,7 +187,7 @@ class Archiver:
         if new:
             pipe = self.redis.pipeline(transaction=False)
             for room in new:
-                pipe.xgroup_create(history_key(room), GROUP, id="0")
+                pipe.xgroup_create(self.keys.history(room), GROUP, id="0")
             for room, result in zip(new, await pipe.execute(raise_on_error=False)):
                 if result is True or (isinstance(result, ResponseError) and "BUSYGROUP" in str(result)):
                     self._grouped.add(room)
@@ -200,8 +199,8 @@ class Archiver:
     async def _gap_at_start(self, room: str) -> None:
         """A room first archived after its stream lost entries to the cap: those are not in
         the archive, and a join from before them must say so."""
-        if await self.redis.exists(trimmed_key(room)):
-            first = await self.redis.xrange(history_key(room), "-", "+", count=1)
+        if await self.redis.exists(self.keys.trimmed(room)):
+            first = await self.redis.xrange(self.keys.history(room), "-", "+", count=1)
             if first and (sid := parse_stream_id(first[0][0])) is not None:
                 await self.archive.note_gap(room, _before(sid))
 
@@ -210,8 +209,8 @@ class Archiver:
         entries between were trimmed (the backlog cap) before the archive took them."""
         pipe = self.redis.pipeline(transaction=False)
         for room in rooms:
-            pipe.xinfo_groups(history_key(room))
-            pipe.xrange(history_key(room), "-", "+", count=1)
+            pipe.xinfo_groups(self.keys.history(room))
+            pipe.xrange(self.keys.history(room), "-", "+", count=1)
         replies = await pipe.execute(raise_on_error=False)
         for i, room in enumerate(rooms):
             groups, first = replies[2 * i], replies[2 * i + 1]
@@ -227,7 +226,7 @@ class Archiver:
             upto = _before(start)
             await self.archive.note_gap(room, upto)
             # Read on from the first entry left, so that the hole is reported once.
-            await self.redis.xgroup_setid(history_key(room), GROUP, f"{upto[0]}-{upto[1]}")
+            await self.redis.xgroup_setid(self.keys.history(room), GROUP, f"{upto[0]}-{upto[1]}")
 
 
 def _before(sid: StreamId) -> StreamId:

@@ -59,6 +59,7 @@ from .store import (
     make_client,
     now_ms,
     sharded,
+    stop_if_cancelled,
 )
 from .subscriber import Subscriber
 
@@ -78,6 +79,8 @@ class LimitExceeded(Exception):
 
 # Most distinct emoji on one message (docs/protocol.md, "A message's life").
 MAX_EMOJI_PER_MESSAGE = 20
+# How often a cluster's instance files the rooms it wrote to in the activity index (seconds).
+STAMP_EVERY = 0.5
 # Most messages a join takes from the archive; from further back, `gap` says so (and REST pages on).
 ARCHIVE_JOIN_MOST = 5000
 
@@ -144,6 +147,7 @@ class Broker:
         self._read = self.redis.register_script(room_script(READ_LUA))
         self._create = self.redis.register_script(CREATE_ROOM_LUA)
         self._recorded: set[str] = set()  # on a cluster: rooms this node's record names
+        self._touched: set[str] = set()  # on a cluster: rooms written to since the last stamp
         self.subscriber: Subscriber | ShardSubscriber
         if keys.cluster:
             self.subscriber = ShardSubscriber(settings.redis_url, hub, self.redis, keys)
@@ -152,7 +156,7 @@ class Broker:
         # The archive (docs/archive.md): with it, a stream may hold a backlog the archiver
         # has not taken yet, and trims it back itself.
         self.archive = Archive(settings.archive_url, settings.archive_language) if settings.archive_url else None
-        self.archiver = None if self.archive is None else Archiver(settings, self.redis, self.node, self.archive)
+        self.archiver = None if self.archive is None else Archiver(settings, self.redis, self.node, self.archive, keys)
         self._cap = settings.history_maxlen + (settings.archive_backlog if self.archive else 0)
         self.presence = Presence(settings, self.redis, self.node, keys)
         self._tasks: list[asyncio.Task] = []
@@ -169,6 +173,24 @@ class Broker:
         ]
         if self.archiver is not None:
             self._tasks.append(asyncio.create_task(self.archiver.run(), name="chat-archiver"))
+        if self.keys.cluster:
+            self._tasks.append(asyncio.create_task(self._stamp_forever(), name="chat-activity"))
+
+    async def _stamp_forever(self) -> None:
+        """On a cluster, file the rooms written to in the deployment's activity index, twice a
+        second: the room scripts cannot (another slot), and the archiver reads it to find the
+        rooms with something new (the janitor checks each room's own stamp before an expiry)."""
+        while True:
+            await asyncio.sleep(STAMP_EVERY)
+            if not self._touched:
+                continue
+            rooms, self._touched = self._touched, set()
+            at = now_ms() + self.presence.clock_offset
+            try:
+                await self.redis.zadd(self.keys.activity_index, dict.fromkeys(rooms, at), gt=True)
+            except (*UNREACHABLE, RedisError):
+                self._touched |= rooms  # Redis away: next time
+            stop_if_cancelled()
 
     async def stop(self) -> None:
         """Stop background work and remove this node's members, as far as Redis allows."""
@@ -216,6 +238,8 @@ class Broker:
         keys = [stream, k.trimmed(room), k.channel(room), sent, k.activity(room), k.members(room)]
         args = [self._cap, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
                 reply_to or "", author or "", *((text, word_map(text)) if "@" in text else ("", ""))]
+        if self.keys.cluster:
+            self._touched.add(room)
         return await self._store(self._append, keys, args)
 
     async def change(self, user: str, author: str | None, cmd: Change) -> Sent:
@@ -242,6 +266,8 @@ class Broker:
         deadline = ts + self.presence.clock_offset + int(APPEND_BUDGET * 1000)
         args = [self._cap, dumps(data), self._origin, deadline, self.settings.dedupe_seconds, room,
                 kind, target, author or "", user, value, extra, MAX_EMOJI_PER_MESSAGE]
+        if self.keys.cluster:
+            self._touched.add(room)
         return await self._store(self._change, keys, args)
 
     async def _store(self, script: Any, keys: list[str], args: list[Any]) -> Sent:

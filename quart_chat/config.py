@@ -218,16 +218,9 @@ class Settings:
         )
         if settings.auth == "token":
             check_token_key(settings)
-        check_cluster(settings)
         return settings
 
 
-def check_cluster(settings: Settings) -> None:
-    """Refuse what a Redis Cluster deployment does not do yet (docs/deploying.md, "Redis Cluster")."""
-    if not settings.redis_url.lower().startswith("redis+cluster://"):
-        return
-    if settings.archive_url:
-        raise SettingsError("CHAT_ARCHIVE_URL is not supported with a redis+cluster:// REDIS_URL yet")
 
 
 def check_archive_url(url: str) -> str:

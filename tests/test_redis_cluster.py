@@ -257,3 +257,42 @@ async def test_a_slot_migrated_mid_traffic_loses_and_doubles_nothing(redis_clust
     await _traffic(rc, tmp_path, room, fault)
     assert rc.node_for_slot(slot).port == target.port
     print(json.dumps({"slot": slot, "from": source.port, "to": target.port}))
+
+
+async def test_the_archive_takes_every_shard(redis_cluster, tmp_path, pg_url):
+    """With CHAT_ARCHIVE_URL on a cluster, rooms on every shard are archived: REST pages back
+    past their capped streams, each message once and in order, and search finds them."""
+    from test_archive import archived
+
+    rc = redis_cluster
+    rooms = rooms_on_every_shard(rc, f"arc{next(_names)}_")
+    env = {**FAST, "CHAT_ARCHIVE_URL": pg_url, "CHAT_HISTORY_MAXLEN": "50", "CHAT_ARCHIVE_BACKLOG": "100"}
+    c = Cluster(2, env=env, logdir=tmp_path, redis=rc).start()  # type: ignore[arg-type]
+    try:
+        ann = await ChatClient.connect(c[0].ws_url)
+        sent: dict[str, list[str]] = {}
+        for room in rooms:
+            await ann.join(room, "Ann")
+        for room in rooms:
+            sent[room] = []
+            for n in range(120):
+                await ann.say(room, f"{room} note {n}" + (" zebra" if n == 7 else ""), client_id=f"{room}-{n}")
+                ack = await ann.until(lambda f, cid=f"{room}-{n}": f["type"] == "ack" and f["client_id"] == cid)
+                sent[room].append(ack["id"])
+        for room in rooms:
+            await archived(pg_url, room, 120)
+        for room in rooms:
+            seen: list[str] = []
+            before = ""
+            while True:
+                status, page = get_json(f"{c[1].http_url}/rooms/{room}/history?limit=40{before}")
+                assert status == 200
+                seen = [m["id"] for m in page["messages"]] + seen
+                if not page["has_more"]:
+                    break
+                before = f"&before={page['messages'][0]['id']}"
+            assert seen == sent[room]
+            status, found = get_json(f"{c[1].http_url}/rooms/{room}/search?q=zebra")
+            assert status == 200 and [m["text"] for m in found["results"]] == [f"{room} note 7 zebra"]
+    finally:
+        c.close()
