@@ -296,3 +296,43 @@ async def test_the_archive_takes_every_shard(redis_cluster, tmp_path, pg_url):
             assert status == 200 and [m["text"] for m in found["results"]] == [f"{room} note 7 zebra"]
     finally:
         c.close()
+
+
+async def test_idle_rooms_expire_on_every_shard(redis_cluster, tmp_path):
+    """CHAT_ROOM_TTL on a cluster: a room left idle is removed from its shard and from the
+    room list, everyone hears `room_removed` once, and a join makes it anew."""
+    rc = redis_cluster
+    rooms = rooms_on_every_shard(rc, f"ttl{next(_names)}_")
+    c = Cluster(2, env={**FAST, "CHAT_ROOM_TTL": "1"}, logdir=tmp_path, redis=rc).start()  # type: ignore[arg-type]
+    try:
+        ann = await ChatClient.connect(c[0].ws_url)
+        watcher = await ChatClient.connect(c[1].ws_url)
+        for room in rooms:
+            await ann.join(room, "Ann")
+        for room in rooms:
+            await ann.say(room, "hello", client_id=f"h-{room}")
+            await ann.until(lambda f, room=room: f["type"] == "message" and f["room"] == room)
+            await ann.send({"type": "leave", "room": room})
+        removed: list[str] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 40  # the janitor passes every 10 s or so
+        while len(removed) < len(rooms) and loop.time() < deadline:
+            try:
+                f = await watcher.recv(timeout=max(0.1, deadline - loop.time()))
+            except TimeoutError:
+                break
+            if f["type"] == "room_removed":
+                removed.append(f["room"])
+        assert sorted(removed) == sorted(rooms)
+        for room in rooms:  # (a G8 key expires by itself, CHAT_DEDUPE_SECONDS after its send)
+            left = [k for keys in room_keys(rc, room).values() for k in keys if not k.startswith("chat:sent:")]
+            assert not left, f"{room} left keys behind: {left}"
+        status, listed = get_json(f"{c[0].http_url}/rooms?limit=1000")
+        assert not set(rooms) & {r["name"] for r in listed["rooms"]}
+        assert get_json(f"{c[0].http_url}/rooms/{rooms[0]}/history")[0] == 404
+        await ann.quiet(0.2)  # the `left` answers
+        joined = await ann.join(rooms[0])
+        assert joined["history"] == []
+        assert (await watcher.until(lambda f: f["type"] == "room_created"))["room"] == rooms[0]
+    finally:
+        c.close()
