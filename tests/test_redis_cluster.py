@@ -336,3 +336,20 @@ async def test_idle_rooms_expire_on_every_shard(redis_cluster, tmp_path):
         assert (await watcher.until(lambda f: f["type"] == "room_created"))["room"] == rooms[0]
     finally:
         c.close()
+
+
+def test_check_reaches_every_primary(redis_cluster):
+    """`quart-chat check` on a redis+cluster:// URL: the cluster whole, its primaries Redis 7;
+    a URL naming no live node is EX_UNAVAILABLE, with the password never shown."""
+    import re
+
+    from test_startup import QUART_CHAT, run
+
+    code, out = run([*QUART_CHAT, "check"], {"REDIS_URL": redis_cluster.url})
+    assert code == 0, out
+    assert re.search(r"^redis: ok \(Redis Cluster of 3 primaries, Redis 7\.\d+\.\d+ at redis\+cluster://:\*\*\*@", out,
+                     re.M), out
+    from quart_chat.procs import HOST, free_port
+
+    code, out = run([*QUART_CHAT, "check"], {"REDIS_URL": f"redis+cluster://:cl-pw@{HOST}:{free_port()}"})
+    assert code == 69 and "cl-pw" not in out, out
