@@ -251,6 +251,7 @@ class ShardSubscriber:
                 future = self.waiting.pop(room, None)
                 if future is not None and not future.done():
                     future.set_exception(Unavailable(f"room {room!r} has no local member"))
+                    future.exception()  # its join may have given up already: nothing to log
                 continue
             if room not in self.waiting:
                 self.waiting[room] = asyncio.get_running_loop().create_future()
@@ -272,8 +273,10 @@ class ShardSubscriber:
             if now - since < IDLE_UNSUBSCRIBE:
                 continue
             del self._empty_since[room]
-            link = self.on_link.pop(room)
             self.confirmed.discard(room)
+            link = self.on_link.pop(room, None)
+            if link is None:
+                continue
             link.rooms.discard(room)
             self._leaving.add(room)
             try:
