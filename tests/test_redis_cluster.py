@@ -17,7 +17,7 @@ import json
 import pytest
 
 from client import ChatClient, get_json, id_key
-from cluster import Cluster
+from cluster import Cluster, scrape
 from redis_cluster import RedisClusterSet
 from test_links import Collector
 
@@ -212,6 +212,9 @@ async def _traffic(rc: RedisClusterSet, tmp_path, room: str, fault, env: dict[st
             ids = [m["id"] for m in w.messages]
             assert ids == stored, (f"a client's copy differs from the history: {len(ids)} vs {len(stored)}, "
                                    f"missing {len(set(stored) - set(ids))}")
+        # Every instance took the break for what it was: subscribed again, then caught up (G5).
+        for inst in c.instances:
+            assert scrape(inst)["quart_chat_subscriber_reconnects_total"] >= 1
         print(f"\n{sum(sent)} acked, {len(errors)} unavailable, {len(stored)} stored")
         return [f for w in watchers for f in w.client.frames if f["type"] == "ack"]
     finally:
