@@ -14,12 +14,51 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from quart_chat.embedded import redis_server_binary
 from quart_chat.procs import HOST, Group, free_port
 from quart_chat.proxy import ERROR_LOG, find_nginx, nginx_argv, write_config
+from quart_chat.store import Layout, is_cluster_url, parse_cluster_url
+
+if TYPE_CHECKING:
+    from redis_cluster import RedisClusterSet
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def redis_client(url: str, decode_responses: bool = False) -> Any:
+    """A sync client of the deployment at ``url`` (a test's look into what the server stored):
+    for a ``redis+cluster://`` URL a redis.RedisCluster, which takes each key to its shard (and
+    SCAN to every primary); otherwise redis.Redis. Name keys with `layout_of`."""
+    import redis
+
+    if is_cluster_url(url):
+        conf = parse_cluster_url(url)
+        return redis.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in conf.nodes],
+                                  username=conf.username, password=conf.password,
+                                  decode_responses=decode_responses, socket_connect_timeout=1)
+    return redis.Redis.from_url(url, decode_responses=decode_responses)
+
+
+def layout_of(where: Any) -> Layout:
+    """The key and channel names the server uses on the deployment at ``where``, a URL or a
+    `redis_client` (store.Layout: section 2's on one Redis, hash-tagged ones on a cluster)."""
+    import redis
+
+    if isinstance(where, str):
+        return Layout(is_cluster_url(where))
+    return Layout(isinstance(where, redis.RedisCluster))
+
+
+def kill_pubsub_links(r: Any) -> int:
+    """CLIENT KILL TYPE pubsub on every server of ``r`` (a `redis_client`: one Redis, or each node
+    of a cluster), as a Redis dropping its subscribers would; returns how many links it cut."""
+    import redis
+
+    if isinstance(r, redis.RedisCluster):
+        return sum(r.get_redis_connection(node).client_kill_filter(_type="pubsub") for node in r.get_nodes())
+    return r.client_kill_filter(_type="pubsub")
 
 
 def scrape(inst: ChatInstance) -> dict[str, float]:
@@ -177,10 +216,12 @@ class ChatInstance(Process):
 
 
 class Cluster:
-    """One Redis and N instances sharing it."""
+    """One Redis and N instances sharing it. ``redis``: one that is already running and stays
+    so (a RedisProcess, or the session's RedisClusterSet: anything with a `url`); without it
+    the cluster starts and stops a RedisProcess of its own."""
 
     def __init__(self, n: int = 3, env: dict[str, str] | None = None, logdir: Path | None = None,
-                 redis: RedisProcess | None = None, config: bool = False) -> None:
+                 redis: RedisProcess | RedisClusterSet | None = None, config: bool = False) -> None:
         self.logdir = logdir or Path(tempfile.mkdtemp(prefix="quart-chat-test-"))
         self.own_redis = redis is None
         self.redis = redis or RedisProcess(self.logdir)

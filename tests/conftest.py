@@ -28,10 +28,48 @@ _databases = itertools.count()
 FAST_ENV = {"CHAT_RATE": "100000/1"}
 
 
+# CHAT_TEST_REDIS=cluster (scripts/test's cluster pass): the session's Redis is a Redis Cluster,
+# and every instance the tests start without a Redis of their own runs on it, through its
+# redis+cluster:// URL. Tests about one Redis (marker `single_redis`) do not run then.
+TEST_REDIS = os.environ.get("CHAT_TEST_REDIS", "") or "single"
+ON_CLUSTER = TEST_REDIS == "cluster"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_REDIS not in ("single", "cluster"):
+        raise pytest.UsageError(f"CHAT_TEST_REDIS={TEST_REDIS!r}: say single (the default) or cluster")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"redis: {'a Redis Cluster (CHAT_TEST_REDIS=cluster)' if ON_CLUSTER else 'one redis-server'}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a cluster, a `single_redis` test chosen anyway (the cluster pass deselects them) is
+    skipped, saying why, rather than run against what it cannot check (or stop the shared
+    cluster)."""
+    if not ON_CLUSTER:
+        return
+    skip = pytest.mark.skip(reason="single_redis: about one Redis; CHAT_TEST_REDIS=cluster runs on a Redis Cluster")
+    for item in items:
+        if item.get_closest_marker("single_redis"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
-def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """One real redis-server for the whole run."""
-    proc = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess | RedisClusterSet]:
+    """One real redis-server for the whole run; with CHAT_TEST_REDIS=cluster a Redis Cluster
+    instead (3 primaries, no replicas: nothing here fails one over), with `url` as well."""
+    if ON_CLUSTER:
+        try:
+            redis7_server_binary()
+            redis7_cli_binary()
+        except NoRedis7 as err:  # a cluster pass without a cluster would check nothing
+            pytest.fail(f"{err} (CHAT_TEST_REDIS=cluster needs it)", pytrace=False)
+        proc: RedisProcess | RedisClusterSet = RedisClusterSet(tmp_path_factory.mktemp("redis-cluster"),
+                                                               primaries=3, replicas=0).start()
+    else:
+        proc = RedisProcess(tmp_path_factory.mktemp("redis")).start()
     yield proc
     proc.stop()
 
@@ -45,11 +83,15 @@ def cluster(redis_proc: RedisProcess, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
-    """Start a private cluster (own Redis unless given) with extra settings; stopped after the test."""
+def make_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Start private instances with extra settings (on a Redis of their own unless given one;
+    with CHAT_TEST_REDIS=cluster, on the session's Redis Cluster); stopped after the test."""
     started: list[Cluster] = []
+    shared = request.getfixturevalue("redis_proc") if ON_CLUSTER else None
 
     def make(n: int = 3, env: dict[str, str] | None = None, **kwargs) -> Cluster:
+        if kwargs.get("redis") is None:
+            kwargs["redis"] = shared
         c = Cluster(n, env={**FAST_ENV, **(env or {})}, logdir=tmp_path, **kwargs)
         started.append(c)
         return c.start()

@@ -19,7 +19,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from client import ChatClient
-from cluster import ChatInstance, RedisProcess
+from cluster import ChatInstance, RedisProcess, layout_of, redis_client
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.portable]
 
@@ -29,7 +29,7 @@ ABSENT = object()
 # ---------------------------------------------------------------- helpers
 @pytest.fixture
 def r(cluster):
-    client = redis.Redis.from_url(cluster.redis.url)
+    client = redis_client(cluster.redis.url)
     yield client
     client.close()
 
@@ -37,7 +37,7 @@ def r(cluster):
 def store_snapshot(r: redis.Redis) -> dict:
     """Everything the server stores that a refused frame could have touched."""
     streams = {k: r.xlen(k) for k in r.scan_iter("chat:history:*", count=1000)}
-    rooms = r.zrange("chat:rooms", 0, -1)
+    rooms = r.zrange(layout_of(r).rooms, 0, -1)
     return {"streams": streams, "rooms": rooms}
 
 
@@ -245,7 +245,7 @@ async def test_unknown_fields_ignored_and_not_stored(joined, r, room):
     assert echo["user"] == "Abuser" and echo["text"] == "padded" and echo["client_id"] == "u1"
     assert echo["id"] != "1-1" and echo["ts"] > 1 and echo["room"] == room
     assert not {"extra", "nested"} & set(echo)
-    [(sid, fields)] = r.xrange(f"chat:history:{room}")
+    [(sid, fields)] = r.xrange(layout_of(r).history(room))
     stored = json.loads(fields[b"data"])
     assert sid.decode() == echo["id"]
     assert set(stored) <= {"id", "room", "user", "text", "ts", "client_id"}
@@ -276,7 +276,7 @@ async def test_valid_edge_texts_are_accepted(joined, r, room):
                                      ensure_ascii=False))
     got = await peer.messages(len(texts))
     assert [m["text"] for m in got] == list(texts.values())
-    assert [json.loads(f[b"data"])["text"] for _, f in r.xrange(f"chat:history:{room}")] == list(texts.values())
+    assert [json.loads(f[b"data"])["text"] for _, f in r.xrange(layout_of(r).history(room))] == list(texts.values())
 
 
 # ---------------------------------------------------------------- frames that close the connection
@@ -347,7 +347,7 @@ async def test_oversized_binary_frame_closes_1009(joined):
 # ---------------------------------------------------------------- rate limit
 async def test_rate_limit(make_cluster, room):
     c = make_cluster(2, env={"CHAT_RATE": "5/2"})
-    r = redis.Redis.from_url(c.redis.url)
+    r = redis_client(c.redis.url)
     sender = await ChatClient.connect(c[0].ws_url)
     watcher = await ChatClient.connect(c[1].ws_url)
     await sender.join(room, "Fast")
@@ -368,7 +368,7 @@ async def test_rate_limit(make_cluster, room):
     await sender.say(room, "no id")
     await expect_error(sender, "rate_limited", "message")
     await still_usable(sender)  # pings are not rate limited and the socket stays open
-    assert r.xlen(f"chat:history:{room}") == 5
+    assert r.xlen(layout_of(r).history(room)) == 5
     assert [m["text"] for m in await watcher.messages(5)] == [f"m{n}" for n in range(5)]
     assert await watcher.quiet(0.3) == []
     # Refused messages do not count against the window: once 2 s have passed since the server
@@ -377,7 +377,7 @@ async def test_rate_limit(make_cluster, room):
     await sender.say(room, "again", client_id="later")
     echo = await sender.until(lambda f: f["type"] in ("message", "error"))
     assert (echo["type"], echo.get("client_id")) == ("message", "later")
-    assert r.xlen(f"chat:history:{room}") == 6
+    assert r.xlen(layout_of(r).history(room)) == 6
     # Rate limits are per connection: another connection of the same name is not limited.
     other = await ChatClient.connect(c[0].ws_url)
     await other.join(room, "Fast")
@@ -448,7 +448,7 @@ async def test_markup_is_data(cluster, r, room):
     await a.say(room, text)
     [got] = await b.messages(1)
     assert (got["user"], got["text"]) == (user, text)
-    stored = json.loads(r.xrange(f"chat:history:{room}")[0][1][b"data"])
+    stored = json.loads(r.xrange(layout_of(r).history(room))[0][1][b"data"])
     assert (stored["user"], stored["text"]) == (user, text)
     status, headers, body = http(cluster[2].http_url + f"/rooms/{room}/history")
     headers = {k.lower(): v for k, v in headers.items()}
@@ -467,6 +467,7 @@ async def test_markup_is_data(cluster, r, room):
 
 # ---------------------------------------------------------------- secrets
 @pytest.mark.once  # the same on either outbound path: not again in the portable pass
+@pytest.mark.single_redis  # its own redis-server with a password, stopped and started
 async def test_logs_never_show_the_redis_password(make_cluster, tmp_path, room):
     password = "Sup3r-s3cret-pw-7f1c"
     wrong = "Wr0ng-s3cret-pw-a9d2"
@@ -517,13 +518,13 @@ async def test_rooms_per_connection_are_bounded(cluster, room):
     """Joins create rooms every client hears of: one connection gets at most ROOMS_PER_CONNECTION of them."""
     from quart_chat.session import ROOMS_PER_CONNECTION as MAX_ROOMS
 
-    r = redis.Redis.from_url(cluster.redis.url)
+    r = redis_client(cluster.redis.url)
     c = await ChatClient.connect(cluster[0].ws_url)
     for n in range(MAX_ROOMS):
         await c.join(f"{room}_{n}", "Collector")
     await c.send({"type": "join", "room": f"{room}_extra"})
     await expect_error(c, "rate_limited", "join")
-    assert r.zscore("chat:rooms", f"{room}_extra") is None  # refused means not created
+    assert r.zscore(layout_of(r).rooms, f"{room}_extra") is None  # refused means not created
     await c.send({"type": "join", "room": f"{room}_0"})  # the join budget is spent too
     await expect_error(c, "rate_limited", "join")
     await still_usable(c)

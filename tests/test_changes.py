@@ -8,10 +8,9 @@ import asyncio
 import json
 
 import pytest
-import redis
 
 from client import STREAM_FRAMES, ChatClient, get_json, id_key, stream_id
-from cluster import scrape
+from cluster import kill_pubsub_links, layout_of, redis_client, scrape
 
 pytestmark = pytest.mark.portable
 
@@ -30,7 +29,7 @@ async def refused(client: ChatClient, frame: dict) -> dict:
 
 def everything_in(url: str, room: str) -> str:
     """Every value Redis holds for ``room``, as one text (to look for what must be gone)."""
-    r = redis.Redis.from_url(url, decode_responses=True)
+    r = redis_client(url, decode_responses=True)
     try:
         out = []
         for key in r.scan_iter(f"*{room}*"):
@@ -274,7 +273,7 @@ async def test_subscriber_cut_mid_changes_loses_none(make_cluster, room):
     for k, w in enumerate(watchers):
         await w.join(room, f"W{k}")
     m1 = await post(alice, room, "react to me", "m1")
-    r = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
+    r = redis_client(cluster.redis.url, decode_responses=True)
 
     async def changes() -> None:
         for n in range(300):
@@ -287,11 +286,11 @@ async def test_subscriber_cut_mid_changes_loses_none(make_cluster, room):
     async def killer() -> None:
         for _ in range(3):
             await asyncio.sleep(0.15)
-            await asyncio.to_thread(r.client_kill_filter, _type="pubsub")
+            await asyncio.to_thread(kill_pubsub_links, r)
 
     try:
         await asyncio.gather(changes(), killer())
-        ids = [sid for sid, _ in r.xrange(f"chat:history:{room}")]
+        ids = [sid for sid, _ in r.xrange(layout_of(r).history(room))]
         assert len(ids) == 301
         for w in watchers:
             frames = await w.seen_at_least(301, timeout=30)

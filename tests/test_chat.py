@@ -8,6 +8,7 @@ import json
 import pytest
 
 from client import ChatClient, get_json, id_key
+from cluster import layout_of, redis_client
 
 # Run again on the portable path (CHAT_FAST_PATH=0): scripts/test's portable pass.
 pytestmark = pytest.mark.portable
@@ -203,17 +204,15 @@ async def test_healthz(cluster, room):
 
 async def test_stream_is_capped_and_gap_reported(make_cluster, room):
     c = make_cluster(2, env={"CHAT_HISTORY_MAXLEN": "100", "CHAT_HISTORY_ON_JOIN": "10"})
-    import redis
-
     w = await ChatClient.connect(c[0].ws_url)
     await w.join(room, "Cap")
     for n in range(400):
         await w.say(room, f"c{n}")
     msgs = await w.messages(400, timeout=20)
-    r = redis.Redis.from_url(c.redis.url)
-    length = r.xlen(f"chat:history:{room}")
+    r = redis_client(c.redis.url)
+    length = r.xlen(layout_of(r).history(room))
     assert 100 <= length < 400  # MAXLEN ~ keeps at least the cap, trims whole nodes
-    entry = r.xrange(f"chat:history:{room}", "-", "+", count=1)[0]
+    entry = r.xrange(layout_of(r).history(room), "-", "+", count=1)[0]
     assert json.loads(entry[1][b"data"])["room"] == room
     late = await ChatClient.connect(c[1].ws_url)
     joined = await late.join(room, "Late")

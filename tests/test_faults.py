@@ -20,7 +20,7 @@ import redis
 from websockets.exceptions import ConnectionClosed
 
 from client import ChatClient, id_key
-from cluster import RedisProcess
+from cluster import RedisProcess, layout_of, redis_client
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.per_version, pytest.mark.portable]
 
@@ -120,7 +120,7 @@ class Reader:
 
 def stream_texts(r: redis.Redis, room: str) -> list[tuple[str, str]]:
     """(id, text) of every entry of a room's stream, in stream order."""
-    return [(sid.decode(), json.loads(f[b"data"])["text"]) for sid, f in r.xrange(f"chat:history:{room}")]
+    return [(sid.decode(), json.loads(f[b"data"])["text"]) for sid, f in r.xrange(layout_of(r).history(room))]
 
 
 def assert_in_order_once(msgs: list[dict]) -> None:
@@ -154,6 +154,7 @@ async def nothing_more(client: ChatClient, seconds: float = 1.0) -> list[dict]:
 
 
 # ---------------------------------------------------------------- 1. Redis goes away
+@pytest.mark.single_redis  # stops and starts the Redis
 async def test_redis_outage_unavailable_then_recovery_with_catch_up(make_cluster, room):
     c = make_cluster(3)
     r = redis.Redis.from_url(c.redis.url)
@@ -235,6 +236,7 @@ async def test_redis_outage_unavailable_then_recovery_with_catch_up(make_cluster
 
 
 @pytest.mark.once  # the same on either outbound path: not again in the portable pass
+@pytest.mark.single_redis  # freezes the Redis (SIGSTOP)
 async def test_redis_frozen_unavailable_means_not_stored(make_cluster, room):
     """Redis stops answering without closing anything (SIGSTOP: a stalled host, a long fork).
     A send must still be answered `unavailable` within a few seconds, and since that answer
@@ -282,6 +284,7 @@ class Collecting:
 
 
 @pytest.mark.once  # the same on either outbound path: not again in the portable pass
+@pytest.mark.single_redis  # its own redis-server, the single-Redis subscriber and key names
 async def test_catch_up_covers_a_join_in_flight(tmp_path, room):
     """G2 and G5 together, at the one moment they meet: a join whose history was read before
     this instance's subscriber (re)subscribed, but which completes after the catch-up ran.
@@ -320,6 +323,7 @@ async def test_catch_up_covers_a_join_in_flight(tmp_path, room):
 
 # ---------------------------------------------------------------- 2. SIGKILL
 @pytest.mark.once  # the same on either outbound path: not again in the portable pass
+@pytest.mark.single_redis  # counts the deployment's instances in Redis: on the shared cluster there are more
 async def test_instance_sigkilled_mid_traffic(make_cluster, room):
     c = make_cluster(3)
     r = redis.Redis.from_url(c.redis.url)
@@ -528,7 +532,7 @@ async def member_gone(r: redis.Redis, room: str, user: str, timeout: float) -> N
     """Wait until the server has removed ``user`` from the room's members (it dropped them)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while user.encode() in await asyncio.to_thread(r.hvals, f"chat:members:{room}"):
+    while user.encode() in await asyncio.to_thread(r.hvals, layout_of(r).members(room)):
         assert loop.time() < deadline, f"{user} is still a member"
         await asyncio.sleep(0.02)
 
@@ -536,7 +540,7 @@ async def member_gone(r: redis.Redis, room: str, user: str, timeout: float) -> N
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
 async def test_client_that_stops_reading_is_dropped_others_unharmed(make_cluster, room, loop_kind):
     c = make_cluster(1, env={"CHAT_SEND_QUEUE": "50"}, config=(loop_kind == "uvloop"))
-    r = redis.Redis.from_url(c.redis.url)
+    r = redis_client(c.redis.url)
     loop = asyncio.get_running_loop()
     flooder = await ChatClient.connect(c[0].ws_url)
     normal = await ChatClient.connect(c[0].ws_url)

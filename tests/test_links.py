@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from client import ChatClient, id_key
+from cluster import kill_pubsub_links, layout_of, redis_client
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.portable]
 
@@ -89,9 +90,9 @@ async def send_many(sender: Collector, room: str, n: int, size: int, prefix: str
 
 
 def stream_ids(url: str, room: str) -> list[str]:
-    r = redis.Redis.from_url(url, decode_responses=True)
+    r = redis_client(url, decode_responses=True)
     try:
-        return [sid for sid, _ in r.xrange(f"chat:history:{room}")]
+        return [sid for sid, _ in r.xrange(layout_of(r).history(room))]
     finally:
         r.close()
 
@@ -107,8 +108,9 @@ async def open_pair(cluster, room: str) -> tuple[Collector, Collector, Collector
 
 
 # 12 MB through Redis: run once (fast path), not again in CI's portable pass, which keeps the
-# two tests below for the catch-up on the portable path.
+# two tests below for the catch-up on the portable path. CONFIG SET on the one Redis.
 @pytest.mark.slow
+@pytest.mark.single_redis
 async def test_subscriber_dropped_for_output_buffer_catches_up(make_cluster, room):
     """Redis drops a subscriber that fell behind (client-output-buffer-limit pubsub): the stalled
     instance's client still gets all 1,500 messages of 8 KB, once each and in order."""
@@ -140,12 +142,12 @@ async def test_client_kill_pubsub_mid_traffic(make_cluster, room):
     """CLIENT KILL TYPE pubsub, three times while 600 messages flow: nobody misses one."""
     cluster = make_cluster(2)
     ann, bea, sam = await open_pair(cluster, room)
-    r = redis.Redis.from_url(cluster.redis.url)
+    r = redis_client(cluster.redis.url)
 
     async def killer() -> None:
         for _ in range(3):
             await asyncio.sleep(0.15)
-            await asyncio.to_thread(r.client_kill_filter, _type="pubsub")
+            await asyncio.to_thread(kill_pubsub_links, r)
 
     try:
         await asyncio.gather(send_many(sam, room, 600, 200, "k"), killer())
@@ -212,6 +214,7 @@ class CuttingProxy:
             await self.server.wait_closed()
 
 
+@pytest.mark.single_redis  # the proxy stands in front of one Redis, and the instance gets a redis:// URL to it
 async def test_proxy_cuts_links_mid_traffic(make_cluster, room):
     """A proxy between instance 0 and Redis cuts every link twice while messages flow."""
     from cluster import ChatInstance
@@ -258,7 +261,7 @@ async def test_catch_up_does_not_replay_to_an_up_to_date_joiner(make_cluster, ro
     cluster = make_cluster(2, env=env)
     sam = await ChatClient.connect(cluster[0].ws_url)
     ann = await ChatClient.connect(cluster[1].ws_url)
-    r = redis.Redis.from_url(cluster.redis.url)
+    r = redis_client(cluster.redis.url)
     try:
         await sam.join(room, "Sam")
         for k in range(5):
@@ -267,7 +270,7 @@ async def test_catch_up_does_not_replay_to_an_up_to_date_joiner(make_cluster, ro
         since = {"since": old[-1]["id"], "future-since": "99999999999999-0"}.get(how)
         joined = await ann.join(room, "Ann", since=since)
         assert joined["history"] == [] and joined["gap"] is False
-        await asyncio.to_thread(r.client_kill_filter, _type="pubsub")
+        await asyncio.to_thread(kill_pubsub_links, r)
         await asyncio.sleep(0.5)  # both subscribers subscribe again and catch up
         await sam.say(room, "new")
         got = await ann.messages(1)

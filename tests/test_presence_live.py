@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import redis
 
 from client import ChatClient
+from cluster import layout_of, redis_client
 
 pytestmark = pytest.mark.portable
 
@@ -43,9 +43,9 @@ async def test_typing_reaches_the_room_on_every_instance_throttled(cluster, room
     assert [f for f in await alice.quiet(0.2) if f["type"] in ("typing", "error")] == []
     assert [f for f in await alice_tab.quiet(0.2) if f["type"] == "typing"] == []
     assert [f for f in await other.quiet(0.2) if f["type"] == "typing"] == []
-    r = redis.Redis.from_url(cluster.redis.url)
+    r = redis_client(cluster.redis.url)
     try:
-        assert r.xlen(f"chat:history:{room}") == 0
+        assert r.xlen(layout_of(r).history(room)) == 0
     finally:
         r.close()
     # Outside a joined room it is refused like a message.

@@ -292,6 +292,7 @@ async def health(test_app) -> dict:
     return await response.get_json()
 
 
+@pytest.mark.single_redis  # app_on_redis: its own redis-server
 async def test_not_hypercorn_means_portable_path_said_once_and_counted(app_on_redis, caplog):
     client = app_on_redis.test_client()
     for _ in range(2):
@@ -309,6 +310,7 @@ async def test_not_hypercorn_means_portable_path_said_once_and_counted(app_on_re
     assert after["connections"] == 0 and after["outbound"] == "direct" and after["fallbacks"] == 2
 
 
+@pytest.mark.single_redis  # app_on_redis: its own redis-server
 async def test_writer_that_dies_closes_the_connection_with_1011(app_on_redis, monkeypatch, caplog):
     from quart.testing.connections import WebsocketDisconnectError
     from quart.wrappers.websocket import Websocket
