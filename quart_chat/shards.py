@@ -49,7 +49,7 @@ TICK = 0.2  # how often broken subscriptions are retried and idle ones dropped
 class _Link:
     """One pub/sub connection to one cluster node and the rooms subscribed on it."""
 
-    __slots__ = ("node", "client", "pubsub", "rooms", "task")
+    __slots__ = ("node", "client", "pubsub", "rooms", "task", "lock")
 
     def __init__(self, node: str, client: Any) -> None:
         self.node = node
@@ -57,6 +57,9 @@ class _Link:
         self.pubsub = client.pubsub()
         self.rooms: set[str] = set()
         self.task: asyncio.Task[None] | None = None
+        # One (un)subscribe at a time: a PubSub connects on its first command, and callers
+        # racing there would each open a connection of their own, which nothing reads.
+        self.lock = asyncio.Lock()
 
 
 class ShardSubscriber:
@@ -106,6 +109,16 @@ class ShardSubscriber:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await asyncio.shield(future)
         except TimeoutError:
+            # No confirmation on a link that answers its pings: something is off with that
+            # link; all its rooms are subscribed again on a new one (and caught up).
+            link = self.on_link.get(room)
+            if link is not None and room in self.waiting:
+                log.warning("room %s: no subscription confirmed by %s in %ss; starting the link over",
+                            room, link.node, SUBSCRIBE_TIMEOUT)
+                if link.task is not None:
+                    link.task.cancel()
+                else:
+                    self._drop(link)
             raise Unavailable(f"no subscription to room {room!r} on its shard") from None
 
     async def _subscribe(self, room: str) -> None:
@@ -120,7 +133,8 @@ class ShardSubscriber:
         self.on_link[room] = link
         self._leaving.discard(room)
         try:
-            await link.pubsub.ssubscribe(channel)
+            async with link.lock:
+                await link.pubsub.ssubscribe(channel)
         except BaseException:
             self._drop(link)
             raise
@@ -280,7 +294,8 @@ class ShardSubscriber:
             link.rooms.discard(room)
             self._leaving.add(room)
             try:
-                await link.pubsub.sunsubscribe(self.layout.channel(room))
+                async with link.lock:
+                    await link.pubsub.sunsubscribe(self.layout.channel(room))
             except (*UNREACHABLE, RedisError):
                 self._leaving.discard(room)  # the link is failing: its reader drops it
 

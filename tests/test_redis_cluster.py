@@ -356,3 +356,25 @@ def test_check_reaches_every_primary(redis_cluster):
 
     code, out = run([*QUART_CHAT, "check"], {"REDIS_URL": f"redis+cluster://:cl-pw@{HOST}:{free_port()}"})
     assert code == 69 and "cl-pw" not in out, out
+
+
+async def test_a_burst_of_first_joins_subscribes_every_room(redis_cluster, tmp_path):
+    """Thirty rooms joined at once on a fresh instance: each join waits for its room's own
+    subscription, and every room then gets its messages live (no SSUBSCRIBE on a connection
+    that nothing reads)."""
+    rc = redis_cluster
+    c = Cluster(1, env=FAST, logdir=tmp_path, redis=rc).start()  # type: ignore[arg-type]
+    try:
+        rooms = [f"burst{next(_names)}" for _ in range(30)]
+        clients = await asyncio.gather(*(ChatClient.connect(c[0].ws_url) for _ in rooms))
+        await asyncio.gather(*(cl.join(room, f"u{k}") for k, (cl, room) in enumerate(zip(clients, rooms))))
+        for k, (cl, room) in enumerate(zip(clients, rooms)):
+            await cl.say(room, f"hello {room}", client_id=f"b{k}")
+        for cl, room in zip(clients, rooms):
+            got = await cl.until(lambda f: f["type"] == "message", timeout=5)
+            assert got["text"] == f"hello {room}"
+        subscribers = sum(1 for node in rc.primaries() for info in node.client().client_list()
+                          if info.get("ssub") not in (None, "0"))
+        assert subscribers <= len(rc.primaries()), "more than one shard link per primary"
+    finally:
+        c.close()
