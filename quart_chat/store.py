@@ -641,6 +641,9 @@ def room_of_channel(channel: str) -> str | None:
 # The command client's connections to Redis, and how long a command may wait for one.
 POOL_SIZE = 50
 POOL_WAIT = 2.0
+# On a cluster, connections to each node beyond POOL_SIZE, for pipelines (joins in a burst,
+# the janitor, the archiver): a single command waits for one of the POOL_SIZE.
+CLUSTER_PIPELINE_CONNECTIONS = 16
 
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -710,6 +713,26 @@ def parse_cluster_url(url: str) -> ClusterUrl:
     return ClusterUrl(tuple(nodes), unquote(user) or None, unquote(password) or None)
 
 
+class _WaitingCluster(RedisCluster):
+    """A `RedisCluster` whose commands wait for a connection when every one is busy.
+
+    redis-py's cluster pool has no blocking mode: past ``max_connections`` to a node a command
+    fails at once (`MaxConnectionsError`), which under a burst would tell senders
+    `unavailable` while Redis is fine. So at most ``waiting`` commands run at a time (fewer
+    than the connections to any one node), and the others wait their turn, as the bounded,
+    waiting pool of a single Redis does; pipelines keep the connections left over.
+    """
+
+    def __init__(self, *args: Any, waiting: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turns = asyncio.Semaphore(waiting)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """Run one command once a turn is free."""
+        async with self._turns:
+            return await super().execute_command(*args, **kwargs)
+
+
 def node_client(conf: ClusterUrl, host: str, port: int) -> Redis:
     """A client of one cluster node for pub/sub, without retries: a broken link must raise (see `shards`)."""
     return Redis(host=host, port=port, username=conf.username, password=conf.password, decode_responses=True,
@@ -756,10 +779,12 @@ def make_client(url: str, socket_timeout: float | None, pool_size: int | None = 
         nodes = parse_cluster_url(url)
         # Its own retries stay: they follow MOVED and ASK, and read the slot map again when a
         # node fails (a failover, a migration); a command that still fails is `unavailable`.
-        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes.nodes],  # type: ignore[return-value]
-                            username=nodes.username, password=nodes.password, decode_responses=True,
-                            socket_connect_timeout=1.0, socket_timeout=socket_timeout,
-                            max_connections=pool_size or 100, **DRIVER_INFO)
+        waiting = pool_size or POOL_SIZE
+        return _WaitingCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes.nodes],  # type: ignore[return-value]
+                               username=nodes.username, password=nodes.password, decode_responses=True,
+                               socket_connect_timeout=1.0, socket_timeout=socket_timeout,
+                               max_connections=waiting + CLUSTER_PIPELINE_CONNECTIONS, waiting=waiting,
+                               **DRIVER_INFO)
     if url.startswith(SENTINEL_SCHEME + "://"):
         conf = parse_sentinel_url(url)
         auth = {"username": conf.username, "password": conf.password}

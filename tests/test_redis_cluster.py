@@ -378,3 +378,27 @@ async def test_a_burst_of_first_joins_subscribes_every_room(redis_cluster, tmp_p
         assert subscribers <= len(rc.primaries()), "more than one shard link per primary"
     finally:
         c.close()
+
+
+async def test_more_sends_at_once_than_connections_all_stored(redis_cluster, tmp_path):
+    """150 senders at once on one instance, three times its 50 connections to a shard: sends
+    wait their turn for a connection, none is told `unavailable` (the cluster's pool fails at
+    once when full; store._WaitingCluster)."""
+    rc = redis_cluster
+    room = f"many{next(_names)}"
+    c = Cluster(1, env=FAST, logdir=tmp_path, redis=rc).start()  # type: ignore[arg-type]
+    try:
+        clients = await asyncio.gather(*(ChatClient.connect(c[0].ws_url) for _ in range(150)))
+        for k, cl in enumerate(clients):
+            await cl.join(room, f"s{k}")
+        def reply(cid: str):  # the send's ack, or any error
+            return lambda f: f["type"] == "error" or (f["type"] == "ack" and f["client_id"] == cid)
+
+        for turn in range(3):
+            await asyncio.gather(*(cl.say(room, f"s{k}", client_id=f"x{turn}-{k}") for k, cl in enumerate(clients)))
+            replies = await asyncio.gather(*(cl.until(reply(f"x{turn}-{k}"), timeout=10)
+                                             for k, cl in enumerate(clients)))
+            refused = [r for r in replies if r["type"] != "ack"]
+            assert not refused, refused[:3]
+    finally:
+        c.close()
