@@ -170,6 +170,7 @@ class Settings:
     uvloop: bool = True
     # How often this this instance proves it is alive, and when others may call it dead.
     heartbeat_seconds: float = 5.0
+    janitor_seconds: int = 10  # how often the janitor sweeps (give or take a quarter)
     dead_after_seconds: float = 15.0
     # The archive (docs/archive.md): off without a URL.
     archive_url: str = field(default="", repr=False)
@@ -198,6 +199,7 @@ class Settings:
             allowed_origins=parse_origins(env.get("CHAT_ALLOWED_ORIGINS", "")),
             max_rooms=_int(env, "CHAT_MAX_ROOMS", 10000),
             room_ttl=_int(env, "CHAT_ROOM_TTL", defaults.room_ttl, minimum=0),
+            janitor_seconds=_int(env, "CHAT_JANITOR_SECONDS", defaults.janitor_seconds),
             max_connections_per_ip=_int(env, "CHAT_MAX_CONNECTIONS_PER_IP", 50, minimum=0),
             trusted_proxies=parse_networks(env.get("CHAT_TRUSTED_PROXIES", "")),
             redis_wait_replicas=_int(env, "CHAT_REDIS_WAIT_REPLICAS", 0, minimum=0),

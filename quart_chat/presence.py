@@ -35,7 +35,6 @@ from .store import (
 log = logging.getLogger("quart_chat.presence")
 
 BATCH = 100
-JANITOR_EVERY = 10.0
 
 
 class Presence:
@@ -113,7 +112,7 @@ class Presence:
     async def janitor_forever(self) -> None:
         """Sweep dead nodes, retry failed leaves, expire idle rooms; runs until cancelled."""
         while True:
-            await asyncio.sleep(JANITOR_EVERY * (0.75 + random.random() / 2))
+            await asyncio.sleep(self.settings.janitor_seconds * (0.75 + random.random() / 2))
             try:
                 await self.sweep_once()
             except (*UNREACHABLE, RedisError) as err:

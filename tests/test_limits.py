@@ -54,7 +54,7 @@ async def test_max_rooms_is_checked_atomically_on_every_instance(make_cluster, r
 async def test_idle_empty_rooms_are_removed_everywhere(make_cluster, room):
     """CHAT_ROOM_TTL=2: an empty room with messages is removed with all its keys, every client
     hears room_removed; a room with a member stays."""
-    cluster = make_cluster(2, env={"CHAT_ROOM_TTL": "2"})
+    cluster = make_cluster(2, env={"CHAT_ROOM_TTL": "2", "CHAT_JANITOR_SECONDS": "1"})
     r = rdb(cluster)
     idle, busy = f"{room}_idle", f"{room}_busy"
     a = await ChatClient.connect(cluster[0].ws_url)
@@ -191,7 +191,7 @@ async def test_join_with_lost_reply_leaves_no_member(make_cluster, room):
     """Redis frozen while a join is in flight: the client gets `unavailable`; when Redis comes
     back the join script runs after all, and the member it added is removed by this instance
     (not left for ever: the instance is alive, so no dead-node sweep would take it)."""
-    cluster = make_cluster(1)
+    cluster = make_cluster(1, env={"CHAT_JANITOR_SECONDS": "1"})
     r = rdb(cluster)
     cl = await ChatClient.connect(cluster[0].ws_url)
     try:
@@ -219,9 +219,9 @@ async def test_join_with_lost_reply_leaves_no_member(make_cluster, room):
         # Two whole janitor passes after the real join (the first may have begun before it):
         # the retried removal of the lost join does not sweep the member that is really there.
         start = await asyncio.to_thread(janitor_passes, cluster[0])
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 10
         while await asyncio.to_thread(janitor_passes, cluster[0]) < start + 2:
-            assert time.monotonic() < deadline, "the janitor made no two passes in 30 s"
+            assert time.monotonic() < deadline, "the janitor made no two passes in 10 s"
             await asyncio.sleep(0.5)
         assert r.hlen(f"chat:members:{room}_b") == 1
     finally:

@@ -263,6 +263,7 @@ def test_sentinel_url():
     ({"CHAT_MAX_TEXT": "abc"}, "CHAT_MAX_TEXT must be a whole number, got 'abc'"),
     ({"CHAT_MAX_TEXT": "0"}, "CHAT_MAX_TEXT must be at least 1, got 0"),
     ({"CHAT_ROOM_TTL": "-5"}, "CHAT_ROOM_TTL must be at least 0, got -5"),
+    ({"CHAT_JANITOR_SECONDS": "0"}, "CHAT_JANITOR_SECONDS must be at least 1, got 0"),
     ({"CHAT_FAST_PATH": "maybe"}, "CHAT_FAST_PATH must be 1 or 0, got 'maybe'"),
     ({"CHAT_UVLOOP": "2"}, "CHAT_UVLOOP must be 1 or 0, got '2'"),
     ({"CHAT_LOG_FORMAT": "xml"}, "CHAT_LOG_FORMAT must be one of text, json, got 'xml'"),

@@ -306,7 +306,8 @@ async def test_idle_rooms_expire_on_every_shard(redis_cluster, tmp_path):
     room list, everyone hears `room_removed` once, and a join makes it anew."""
     rc = redis_cluster
     rooms = rooms_on_every_shard(rc, f"ttl{next(_names)}_")
-    c = Cluster(2, env={**FAST, "CHAT_ROOM_TTL": "1"}, logdir=tmp_path, redis=rc).start()  # type: ignore[arg-type]
+    env = {**FAST, "CHAT_ROOM_TTL": "1", "CHAT_JANITOR_SECONDS": "1"}
+    c = Cluster(2, env=env, logdir=tmp_path, redis=rc).start()  # type: ignore[arg-type]
     try:
         ann = await ChatClient.connect(c[0].ws_url)
         watcher = await ChatClient.connect(c[1].ws_url)
@@ -318,7 +319,7 @@ async def test_idle_rooms_expire_on_every_shard(redis_cluster, tmp_path):
             await ann.send({"type": "leave", "room": room})
         removed: list[str] = []
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 40  # the janitor passes every 10 s or so
+        deadline = loop.time() + 20  # the janitor passes every second or so
         while len(removed) < len(rooms) and loop.time() < deadline:
             try:
                 f = await watcher.recv(timeout=max(0.1, deadline - loop.time()))
