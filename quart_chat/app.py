@@ -19,9 +19,6 @@ from .logs import redact
 from .rooms import Hub
 
 # No inline script or style anywhere: user text can never become code.
-# The collector's young-generation threshold while serving (Python's default: 700).
-GC_YOUNG_THRESHOLD = 5000
-
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -92,13 +89,7 @@ def create_app(settings: Settings | None = None) -> Quart:
             background.append(asyncio.create_task(metrics.share_forever(collector.share_dir, chat.snapshot)))
         # Everything made so far lives as long as the process: keep the collector off it,
         # so that collections under load scan only what chat traffic allocates.
-        gc.freeze()
-        # A connection allocates a few hundred objects that all live as long as it does; with
-        # the default threshold (700) a burst of connects runs a young collection every few
-        # joins, each one walking objects that will never be garbage. 5,000 took the connect
-        # rate of one instance from about 845 to about 1,000 a second (docs/performance.md,
-        # "Connects and joins"); cycles still go within a few thousand allocations.
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        gc.freeze()  # (and during bursts of connects the collector runs less often: collector.py)
 
     @app.after_serving
     async def stop_broker() -> None:

@@ -15,6 +15,7 @@ from quart import current_app
 from . import auth, fdlimit, metrics
 from .broker import Broker
 from .codes import CloseCode
+from .collector import BurstPacer
 from .config import Settings
 from .fastpath import STATUS as OUTBOUND
 from .fastpath import Verdict
@@ -44,6 +45,8 @@ class Chat:
     verdict: Verdict = field(default_factory=lambda: Verdict(enabled=False))
     # Set when the server begins to stop: open WebSockets are closed, new ones refused (503).
     stopping: bool = False
+    # The collector's pace during bursts of connects (collector.py).
+    pacer: BurstPacer = field(default_factory=BurstPacer)
 
     def going_away(self) -> None:
         """The server is stopping: close every WebSocket with 1001 now, refuse new ones.

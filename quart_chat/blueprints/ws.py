@@ -126,6 +126,7 @@ async def ws() -> Response | None:
     if chat.verdict.direct:
         decline_compression(websocket.scope.get(RAW_SEND))  # (wire.py says why)
     await websocket.accept()
+    chat.pacer.connected()
     # The request headers were read for the last time above, and an idle connection would keep
     # them for its whole life: Quart's parsed copy and the server's raw list, about 2.4 KB.
     websocket.headers.clear()
