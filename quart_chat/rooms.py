@@ -30,6 +30,9 @@ class Receiver(Protocol):
     def deliver(self, frame: str) -> None:
         """Queue one encoded frame for the client without waiting."""
 
+    def deliver_lazy(self, frame: str) -> None:
+        """As `deliver`, for a frame that may wait a moment for the connection's next write."""
+
     def backlog(self) -> int:
         """Frames queued for the client and not yet handed to its socket."""
 
@@ -159,10 +162,13 @@ class Hub:
         return () if room is None else (*room.live, *room.catching)
 
     def notify_room(self, name: str, frame: str, skip: str | None = None) -> None:
-        """Send a member event to the room's joined members, except the connection ``skip``."""
+        """Send a member event to the room's joined members, except the connection ``skip``.
+
+        Member events may wait a moment (`wire.LAZY_SECONDS`): a burst of joins then costs each
+        member a few writes, not one per join."""
         for receiver in self.joined(name):
             if receiver.key != skip:
-                receiver.deliver(frame)
+                receiver.deliver_lazy(frame)
 
     def notify_others(self, name: str, user: str | None, frame: str) -> None:
         """Send an event to the room's joined members but ``user``'s connections."""

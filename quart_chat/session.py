@@ -59,6 +59,9 @@ class Outbox(Protocol):
     def put(self, frame: str) -> bool:
         """Queue one frame for the client; False when too many are waiting already."""
 
+    def put_lazy(self, frame: str) -> bool:
+        """As `put`, for a frame that may wait a moment for the next write (a member event)."""
+
     def close(self) -> None:
         """Drop what is pending and send nothing more."""
 
@@ -93,6 +96,11 @@ class Session:
     def deliver(self, frame: str) -> None:
         """Queue a frame for the client; a full queue means a client too slow to keep."""
         if self.close_code is None and not self.outbox.put(frame):
+            self.abort(CloseCode.TRY_AGAIN_LATER)
+
+    def deliver_lazy(self, frame: str) -> None:
+        """As `deliver`, for a frame that may wait a moment for the next write (a member event)."""
+        if self.close_code is None and not self.outbox.put_lazy(frame):
             self.abort(CloseCode.TRY_AGAIN_LATER)
 
     def backlog(self) -> int:

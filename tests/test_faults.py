@@ -282,6 +282,8 @@ class Collecting:
     def deliver(self, frame: str) -> None:
         self.frames.append(json.loads(frame))
 
+    deliver_lazy = deliver
+
 
 @pytest.mark.once  # the same on either outbound path: not again in the portable pass
 @pytest.mark.single_redis  # its own redis-server, the single-Redis subscriber and key names

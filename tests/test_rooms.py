@@ -13,6 +13,8 @@ class Sink:
     def deliver(self, frame: str) -> None:
         self.got.append(frame)
 
+    deliver_lazy = deliver
+
 
 def test_buffered_messages_after_history_are_delivered_once():
     hub, a = Hub(), Sink()

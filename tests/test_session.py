@@ -84,6 +84,8 @@ class ListOutbox:
         self.frames.append(frame)
         return len(self.frames) <= self.limit
 
+    put_lazy = put
+
     def close(self) -> None:
         pass
 

@@ -93,7 +93,7 @@ def test_both_outboxes_have_all_the_session_asks_of_one():
     from quart_chat.session import Outbox
 
     needed = [name for name in vars(Outbox) if not name.startswith("_")]
-    assert {"put", "close", "backlog"} <= set(needed)
+    assert {"put", "put_lazy", "close", "backlog"} <= set(needed)
     for cls in (wire.DirectOutbox, QueueOutbox):
         assert [name for name in needed if not callable(getattr(cls, name, None))] == [], cls
 
@@ -220,6 +220,35 @@ async def test_direct_outbox_writes_whole_frames_once_per_pass(socket_pair):
     await asyncio.sleep(0.05)
     assert peer.recv(1000) == ws_frame("one") + ws_frame("two \u20ac")
     assert STATUS.describe(True) == {"outbound": "direct", "fallbacks": 0}
+    box.close()
+
+
+async def test_member_events_wait_for_the_next_write_and_never_overtake(socket_pair):
+    """`put_lazy` (user_joined, user_left) waits up to LAZY_SECONDS for the connection's next
+    write; a frame that cannot wait writes everything pending first, in order, in one write."""
+    writer, peer = socket_pair
+    stream = WSStream(H11Protocol(TCPServer(writer)), Connection(ConnectionType.SERVER))
+    box = direct_outbox(stream.app_send, 3)
+    assert box.put_lazy("joined 1") and box.put_lazy("joined 2")
+    await asyncio.sleep(0.05)
+    with pytest.raises(BlockingIOError):
+        peer.recv(1000)  # nothing written yet
+    assert box.backlog() == 2
+    assert box.put("message")
+    await asyncio.sleep(0.05)
+    assert peer.recv(1000) == ws_frame("joined 1") + ws_frame("joined 2") + ws_frame("message")
+    # Alone, a member event is written when the lazy timer fires (one timer for all
+    # connections: within LAZY_SECONDS, not exactly then).
+    assert box.put_lazy("left")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while box.backlog():
+        assert loop.time() - start < wire.LAZY_SECONDS + 0.5, "a member event was never written"
+        await asyncio.sleep(0.01)
+    assert peer.recv(1000) == ws_frame("left")
+    # The bound counts waiting member events too: a client too slow is one too slow.
+    assert box.put_lazy("a") and box.put_lazy("b") and box.put_lazy("c")
+    assert not box.put_lazy("d")
     box.close()
 
 
