@@ -11,10 +11,10 @@ connection's transport; nothing here names another library's internals):
 - appends the bytes to the connection's `DirectOutbox` and, once per event-loop pass, writes
   everything pending for a connection in one ``transport.write`` (no task, no await);
 - lets member events (``user_joined``, ``user_left``: `put_lazy`) wait up to `LAZY_SECONDS`
-  for the connection's next write. Each write costs a system call and, on loopback, the
-  receiving side's TCP work too; a burst of joins into a room of n members would otherwise
-  be n writes per join. Nothing overtakes anything: a frame that cannot wait writes
-  everything pending before it, in order;
+  for the connection's next write (or until `LAZY_MAX` frames are pending). Each write costs
+  a system call and, on loopback, the receiving side's TCP work too; a burst of joins into a
+  room of n members would otherwise be n writes per join. Nothing overtakes anything: a
+  frame that cannot wait writes everything pending before it, in order;
 - keeps the backpressure contract: past the transport's high-water mark frames wait in the
   outbox, a drain task (created only then) flushes them, and more than ``CHAT_SEND_QUEUE``
   waiting frames means a client too slow to keep (close 1013, done by the view).
@@ -68,6 +68,9 @@ def ws_frame(text: str) -> bytes:
 # quarter of a second in a member list; a room of 30 taking 9 joins a second is written to
 # 2.5 times less often.
 LAZY_SECONDS = 0.25
+# Past this many frames pending, member events are written this pass after all: a burst into
+# a big room must not fill the send queue (CHAT_SEND_QUEUE) of a client that reads fine.
+LAZY_MAX = 32
 
 # A DirectOutbox's `_due`: no flush planned, a flush at the lazy timer, a flush this pass.
 _IDLE, _LATER, _SOON = 0, 1, 2
@@ -146,9 +149,13 @@ class DirectOutbox:
         """Queue one frame that may wait up to `LAZY_SECONDS` for the next write; as `put` otherwise."""
         out = self._out
         out.append(ws_frame(text))
-        if self._due == _IDLE and self._drainer is None:
-            self._due = _LATER
-            _later.add(self)
+        if self._drainer is None:
+            if self._due == _IDLE:
+                self._due = _LATER
+                _later.add(self)
+            elif self._due == _LATER and (len(out) >= LAZY_MAX or len(out) >= self._limit):
+                self._due = _SOON
+                _soon.add(self)
         return len(out) <= self._limit or self._overflow()
 
     def _overflow(self) -> bool:

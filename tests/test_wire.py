@@ -246,9 +246,31 @@ async def test_member_events_wait_for_the_next_write_and_never_overtake(socket_p
         assert loop.time() - start < wire.LAZY_SECONDS + 0.5, "a member event was never written"
         await asyncio.sleep(0.01)
     assert peer.recv(1000) == ws_frame("left")
-    # The bound counts waiting member events too: a client too slow is one too slow.
+    # The bound counts waiting member events too: more than it in one pass is too slow.
     assert box.put_lazy("a") and box.put_lazy("b") and box.put_lazy("c")
     assert not box.put_lazy("d")
+    box.close()
+
+
+async def test_a_burst_of_member_events_is_written_at_once(socket_pair):
+    """`LAZY_MAX` member events pending are written this pass: a burst into a big room never
+    fills the send queue of a client that reads fine."""
+    writer, peer = socket_pair
+    stream = WSStream(H11Protocol(TCPServer(writer)), Connection(ConnectionType.SERVER))
+    box = direct_outbox(stream.app_send, 1000)
+    names = [f"user {n}" for n in range(wire.LAZY_MAX * 5)]
+    got = b""
+    for name in names:
+        assert box.put_lazy(name)
+        assert box.backlog() <= wire.LAZY_MAX
+        await asyncio.sleep(0)  # one event-loop pass per frame: a busy subscriber's pace
+        await asyncio.sleep(0)
+        try:
+            got += peer.recv(65536)
+        except BlockingIOError:
+            pass
+    assert box.backlog() < wire.LAZY_MAX  # the rest waits for the timer
+    assert got == b"".join(ws_frame(n) for n in names[:len(names) - box.backlog()])
     box.close()
 
 

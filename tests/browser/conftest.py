@@ -54,16 +54,20 @@ class Browser:
         self.page_errors: list[str] = []
 
     async def open(self, url: str, label: str = "page", viewport: dict | None = None,
-                   init_script: str | None = None, **context_kw):
+                   init_script: str | None = None, clock: bool = False, **context_kw):
         """A fresh context (own localStorage) with one page on ``url``; returns (page, response).
 
         ``init_script`` runs in every document of the context before the page's own scripts
-        (e.g. ``pagekit.WS_SPY``, which watches and steers the page's WebSocket).
+        (e.g. ``pagekit.WS_SPY``, which watches and steers the page's WebSocket). ``clock``
+        installs Playwright's clock before them: time flows as usual until the test moves it
+        on with ``page.clock.fast_forward`` (the page's own timers fire on the way).
         """
         context = await self.browser.new_context(viewport=viewport or {"width": 1280, "height": 800},
                                                  **context_kw)
         context.set_default_timeout(WAIT_MS)
         context.set_default_navigation_timeout(WAIT_MS)
+        if clock:
+            await context.clock.install()
         if init_script:
             await context.add_init_script(init_script)
         page = await context.new_page()

@@ -89,7 +89,7 @@ async def test_ack_marks_sent(cluster, room, browser):
 
 
 async def test_unconfirmed_message_offers_retry_and_posts_once(cluster, room, browser):
-    alice, _ = await browser.open(cluster[0].http_url + "/", label="alice", init_script=WS_SPY)
+    alice, _ = await browser.open(cluster[0].http_url + "/", label="alice", init_script=WS_SPY, clock=True)
     bob, _ = await browser.open(cluster[2].http_url + "/", label="bob")
     await join(alice, room, "Alice")
     await join(bob, room, "Bob")
@@ -99,8 +99,10 @@ async def test_unconfirmed_message_offers_retry_and_posts_once(cluster, room, br
     await expect(bob.locator(f"{MESSAGES} .text")).to_have_text(["lost answer"])
     item = alice.locator("#pending .pending-item")
     await expect(item).to_have_class(re.compile(r"\bsent\b"))
-    # After a while it says so, and offers Retry.
-    await expect(item).to_have_class(re.compile(r"\bfailed\b"), timeout=20_000)
+    # After a while (pending.js UNCONFIRMED_MS, 15 s: the page's clock is moved on) it says
+    # so, and offers Retry.
+    await alice.clock.fast_forward(16_000)
+    await expect(item).to_have_class(re.compile(r"\bfailed\b"))
     await expect(item.locator(".pending-reason")).to_contain_text("No answer from the server yet")
     await expect(alice.locator("#status")).to_have_attribute("data-state", "open")
     await browser.shot(alice, "unconfirmed")
