@@ -47,11 +47,21 @@ async def test_failover_loses_nothing_acked_durable(sentinels, tmp_path, room, w
         acks: dict[str, dict] = {}
         sent = 0
 
-        async def send_for(seconds: float) -> None:
+        async def send_for(seconds: float, until_acked_from: int | None = None, at_most: float = 20.0) -> None:
+            """Send every 20 ms for ``seconds``; with ``until_acked_from``, go on (up to
+            ``at_most`` s) until a send from that index on has been acked."""
             nonlocal sent
             loop = asyncio.get_running_loop()
-            end = loop.time() + seconds
-            while loop.time() < end:
+            start = loop.time()
+
+            def done() -> bool:
+                if loop.time() - start < seconds:
+                    return False
+                if until_acked_from is None or loop.time() - start > at_most:
+                    return True
+                return any(int(cid[1:]) >= until_acked_from for cid in sam.ack_at)
+
+            while not done():
                 await sam.client.say(room, f"m{sent}", client_id=f"c{sent}")
                 sent += 1
                 await asyncio.sleep(0.02)
@@ -67,11 +77,12 @@ async def test_failover_loses_nothing_acked_durable(sentinels, tmp_path, room, w
         new = await asyncio.to_thread(sentinels.wait_failover, old)
         # On a loaded machine the sentinels may fail over once more (the new primary too slow
         # to answer within down-after), and without WAIT that failover may lose acked messages
-        # too. So the last check sends on a primary that stayed put while it ran.
+        # too. So the last check sends on a primary that stayed put while it ran (and, the
+        # instances being slower to find it than the test, until they have).
         final = new
         for _ in range(3):
             settled_from = sent
-            await send_for(2.0)
+            await send_for(2.0, until_acked_from=settled_from)
             await asyncio.sleep(1.0)
             now = await asyncio.to_thread(sentinels.wait_failover, old)
             if now == final:
