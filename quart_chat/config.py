@@ -168,7 +168,7 @@ class Settings:
     fast_path: bool = True
     # uvloop under Hypercorn's plain asyncio worker (eventloop.py; CHAT_UVLOOP=0: asyncio's loop).
     uvloop: bool = True
-    # How often this this instance proves it is alive, and when others may call it dead.
+    # How often this instance proves it is alive, and when others may call it dead.
     heartbeat_seconds: float = 5.0
     janitor_seconds: int = 10  # how often the janitor sweeps (give or take a quarter)
     dead_after_seconds: float = 15.0
